@@ -1,0 +1,272 @@
+//! Hidden-layer activations and output heads, applied in place over row-major buffers.
+//!
+//! Training uses [`Activation::forward_with_derivative`], one fused pass that writes the
+//! activation over the pre-activation and the derivative beside it, so backpropagation never
+//! has to re-read the pre-activations.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Float;
+
+/// A hidden-layer activation function.
+///
+/// Serialized in snake case: `"identity"`, `"sigmoid"`, `"tanh"`, `"relu"`,
+/// `{"leaky_relu": {"slope": 0.01}}`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Activation {
+    /// `f(z) = z`.
+    Identity,
+    /// `f(z) = 1 / (1 + e^-z)`, evaluated without overflow.
+    Sigmoid,
+    /// `f(z) = tanh(z)`.
+    Tanh,
+    /// `f(z) = max(0, z)`; the derivative at 0 is taken as 0.
+    Relu,
+    /// `f(z) = z` for `z > 0`, `slope * z` otherwise.
+    LeakyRelu {
+        /// Slope for negative inputs (e.g. 0.01).
+        slope: f64,
+    },
+}
+
+/// The function applied to the last layer's pre-activations (the logits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputHead {
+    /// Row-wise softmax (max-subtracted): each row is a probability distribution.
+    Softmax,
+    /// Elementwise logistic sigmoid: each output in (0, 1) independently.
+    Sigmoid,
+}
+
+/// Logistic sigmoid that never overflows: for negative `z` it uses `e^z / (1 + e^z)`, so the
+/// exponential's argument is never positive.
+#[inline(always)]
+pub fn sigmoid<T: Float>(z: T) -> T {
+    let one = T::from_f64(1.0);
+    if z >= T::from_f64(0.0) {
+        one / (one + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (one + e)
+    }
+}
+
+impl Activation {
+    /// `f(z)` for one value.
+    #[inline]
+    pub fn apply<T: Float>(self, z: T) -> T {
+        let zero = T::from_f64(0.0);
+        match self {
+            Self::Identity => z,
+            Self::Sigmoid => sigmoid(z),
+            Self::Tanh => z.tanh(),
+            Self::Relu => {
+                if z > zero {
+                    z
+                } else {
+                    zero
+                }
+            }
+            Self::LeakyRelu { slope } => {
+                if z > zero {
+                    z
+                } else {
+                    T::from_f64(slope) * z
+                }
+            }
+        }
+    }
+
+    /// `f'(z)` for one value.
+    #[inline]
+    pub fn derivative<T: Float>(self, z: T) -> T {
+        let zero = T::from_f64(0.0);
+        let one = T::from_f64(1.0);
+        match self {
+            Self::Identity => one,
+            Self::Sigmoid => {
+                let s = sigmoid(z);
+                s * (one - s)
+            }
+            Self::Tanh => {
+                let t = z.tanh();
+                one - t * t
+            }
+            Self::Relu => {
+                if z > zero {
+                    one
+                } else {
+                    zero
+                }
+            }
+            Self::LeakyRelu { slope } => {
+                if z > zero {
+                    one
+                } else {
+                    T::from_f64(slope)
+                }
+            }
+        }
+    }
+
+    /// Replaces each `z` in `buf` by `f(z)` (evaluation mode: no derivative kept).
+    pub fn forward_in_place<T: Float>(self, buf: &mut [T]) {
+        // One tight loop per variant: the match stays out of the hot loop.
+        match self {
+            Self::Identity => {}
+            Self::Sigmoid => buf.iter_mut().for_each(|v| *v = sigmoid(*v)),
+            Self::Tanh => buf.iter_mut().for_each(|v| *v = v.tanh()),
+            Self::Relu | Self::LeakyRelu { .. } => {
+                buf.iter_mut().for_each(|v| *v = self.apply(*v));
+            }
+        }
+    }
+
+    /// Fused training pass: replaces each `z` in `buf` by `f(z)` and writes `f'(z)` into the
+    /// same position of `deriv`. Both slices must have the same length (extra elements of the
+    /// longer one are left untouched).
+    pub fn forward_with_derivative<T: Float>(self, buf: &mut [T], deriv: &mut [T]) {
+        let zero = T::from_f64(0.0);
+        let one = T::from_f64(1.0);
+        let pairs = buf.iter_mut().zip(deriv.iter_mut());
+        match self {
+            Self::Identity => pairs.for_each(|(_, d)| *d = one),
+            Self::Sigmoid => pairs.for_each(|(v, d)| {
+                let s = sigmoid(*v);
+                *v = s;
+                *d = s * (one - s);
+            }),
+            Self::Tanh => pairs.for_each(|(v, d)| {
+                let t = v.tanh();
+                *v = t;
+                *d = one - t * t;
+            }),
+            Self::Relu => pairs.for_each(|(v, d)| {
+                if *v > zero {
+                    *d = one;
+                } else {
+                    *v = zero;
+                    *d = zero;
+                }
+            }),
+            Self::LeakyRelu { slope } => {
+                let slope = T::from_f64(slope);
+                pairs.for_each(|(v, d)| {
+                    if *v > zero {
+                        *d = one;
+                    } else {
+                        *v = slope * *v;
+                        *d = slope;
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl OutputHead {
+    /// Writes the head's output for row-major `logits` (rows of `width`) into `out`.
+    pub fn apply_rows<T: Float>(self, logits: &[T], out: &mut [T], width: usize) {
+        match self {
+            Self::Sigmoid => logits
+                .iter()
+                .zip(out.iter_mut())
+                .for_each(|(z, o)| *o = sigmoid(*z)),
+            Self::Softmax => {
+                if width == 0 {
+                    return;
+                }
+                for (z, p) in logits.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+                    softmax_row(z, p);
+                }
+            }
+        }
+    }
+}
+
+/// Softmax of one row, stabilised by subtracting the row maximum (so every exponent is `<= 0`
+/// and the sum is `>= 1`: finite for any finite logits).
+pub fn softmax_row<T: Float>(z: &[T], p: &mut [T]) {
+    let Some(&first) = z.first() else { return };
+    let max = z.iter().fold(first, |m, &v| if v > m { v } else { m });
+    let mut sum = T::from_f64(0.0);
+    for (pi, &zi) in p.iter_mut().zip(z) {
+        let e = (zi - max).exp();
+        *pi = e;
+        sum += e;
+    }
+    let inv = T::from_f64(1.0) / sum;
+    p.iter_mut().for_each(|pi| *pi *= inv);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::relative_error;
+
+    const ALL: [Activation; 5] = [
+        Activation::Identity,
+        Activation::Sigmoid,
+        Activation::Tanh,
+        Activation::Relu,
+        Activation::LeakyRelu { slope: 0.07 },
+    ];
+
+    #[test]
+    fn derivatives_match_central_differences() {
+        // Points away from ReLU's kink at 0, where the finite difference is meaningless.
+        let points = [-3.1, -1.2, -0.4, 0.3, 0.9, 2.5, 7.0];
+        let h = 1e-6;
+        for act in ALL {
+            let mut buf: Vec<f64> = points.to_vec();
+            let mut deriv = vec![0.0; points.len()];
+            act.forward_with_derivative(&mut buf, &mut deriv);
+            for (i, &z) in points.iter().enumerate() {
+                let numeric = (act.apply(z + h) - act.apply(z - h)) / (2.0 * h);
+                let err = relative_error(deriv[i], numeric);
+                assert!(err < 1e-6, "{act:?} at {z}: analytic {} numeric {numeric} err {err}", deriv[i]);
+                assert_eq!(buf[i].to_bits(), act.apply(z).to_bits(), "{act:?} fused value");
+                assert_eq!(deriv[i].to_bits(), act.derivative(z).to_bits(), "{act:?} fused derivative");
+            }
+            let mut eval = points.to_vec();
+            act.forward_in_place(&mut eval);
+            assert_eq!(eval, buf, "{act:?} eval pass equals training pass");
+        }
+    }
+
+    #[test]
+    fn sigmoid_is_finite_at_extremes() {
+        for z in [-1e4f32, -100.0, -88.8, 0.0, 88.8, 100.0, 1e4, f32::MAX, f32::MIN] {
+            let s = sigmoid(z);
+            assert!(s.is_finite() && (0.0..=1.0).contains(&s), "sigmoid({z}) = {s}");
+        }
+        assert_eq!(sigmoid(0.0f64), 0.5);
+        assert!(sigmoid(-800.0f64) >= 0.0 && sigmoid(800.0f64) == 1.0);
+    }
+
+    #[test]
+    fn softmax_known_values() {
+        let z = [1.0f64, 2.0, 3.0];
+        let mut p = [0.0; 3];
+        softmax_row(&z, &mut p);
+        let e: Vec<f64> = z.iter().map(|v| v.exp()).collect();
+        let s: f64 = e.iter().sum();
+        for (pi, ei) in p.iter().zip(&e) {
+            assert!((pi - ei / s).abs() < 1e-15);
+        }
+    }
+
+    #[test]
+    fn activation_serde_is_snake_case() {
+        let json = serde_json::to_string(&ALL).unwrap();
+        assert_eq!(
+            json,
+            r#"["identity","sigmoid","tanh","relu",{"leaky_relu":{"slope":0.07}}]"#
+        );
+        let back: Vec<Activation> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, ALL);
+        assert_eq!(serde_json::to_string(&OutputHead::Softmax).unwrap(), r#""softmax""#);
+    }
+}

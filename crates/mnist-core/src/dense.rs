@@ -1,0 +1,96 @@
+//! One fully connected layer's parameters.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+
+use crate::Float;
+
+/// Weights and bias of a dense layer, `y = x W^T + b`.
+///
+/// The weight is stored row-major with shape `[outputs, inputs]` (PyTorch's `nn.Linear`
+/// layout), in one contiguous `Vec`, so parameter updates are plain slice loops and the file
+/// format is a straight copy. [`Dense::weight`] views it as a faer matrix without copying.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense<T> {
+    inputs: usize,
+    outputs: usize,
+    weight: Vec<T>,
+    bias: Vec<T>,
+}
+
+impl<T: Float> Dense<T> {
+    /// A layer with all parameters zero.
+    pub fn zeros(inputs: usize, outputs: usize) -> Self {
+        let zero = T::from_f64(0.0);
+        Self { inputs, outputs, weight: vec![zero; inputs * outputs], bias: vec![zero; outputs] }
+    }
+
+    /// A layer from a row-major `[outputs, inputs]` weight and an `[outputs]` bias; `None` if the
+    /// lengths do not match.
+    pub fn from_parts(inputs: usize, outputs: usize, weight: Vec<T>, bias: Vec<T>) -> Option<Self> {
+        (weight.len() == inputs.checked_mul(outputs)? && bias.len() == outputs)
+            .then_some(Self { inputs, outputs, weight, bias })
+    }
+
+    /// Input width (`fan_in`).
+    pub fn inputs(&self) -> usize {
+        self.inputs
+    }
+
+    /// Output width (`fan_out`).
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+
+    /// The weight as an `outputs x inputs` matrix view.
+    pub fn weight(&self) -> MatRef<'_, T> {
+        MatRef::from_row_major_slice(&self.weight, self.outputs, self.inputs)
+    }
+
+    /// The weight's row-major storage (`weight[o * inputs + i]`).
+    pub fn weight_slice(&self) -> &[T] {
+        &self.weight
+    }
+
+    /// Mutable row-major weight storage (the shape cannot change).
+    pub fn weight_slice_mut(&mut self) -> &mut [T] {
+        &mut self.weight
+    }
+
+    /// The bias, one value per output.
+    pub fn bias(&self) -> &[T] {
+        &self.bias
+    }
+
+    /// Mutable bias.
+    pub fn bias_mut(&mut self) -> &mut [T] {
+        &mut self.bias
+    }
+
+    /// Both parameter tensors mutably (for optimizers).
+    pub(crate) fn params_mut(&mut self) -> (&mut [T], &mut [T]) {
+        (&mut self.weight, &mut self.bias)
+    }
+
+    /// Weights plus biases.
+    pub fn num_params(&self) -> usize {
+        self.weight.len() + self.bias.len()
+    }
+
+    /// `out = x W^T + b` for a row-major `batch x inputs` `x` into a row-major
+    /// `batch x outputs` `out` (exact lengths required): the bias is copied into every row,
+    /// then one GEMM accumulates onto it.
+    pub(crate) fn affine(&self, x: &[T], batch: usize, out: &mut [T], par: Par) {
+        for row in out.chunks_exact_mut(self.outputs) {
+            row.copy_from_slice(&self.bias);
+        }
+        matmul(
+            MatMut::from_row_major_slice_mut(out, batch, self.outputs),
+            Accum::Add,
+            MatRef::from_row_major_slice(x, batch, self.inputs),
+            self.weight().transpose(),
+            T::from_f64(1.0),
+            par,
+        );
+    }
+}

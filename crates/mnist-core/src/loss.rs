@@ -1,0 +1,233 @@
+//! Losses over a batch, with their gradient with respect to the logits.
+//!
+//! Every loss is a **mean over the examples** of a per-example loss. Targets are class labels
+//! (`u8`), the one-hot vector being implied. Values are accumulated in `f64`, row by row in
+//! order, so they are reproducible.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Float, OutputHead};
+
+/// The data loss minimised in training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Loss {
+    /// Cross-entropy against the one-hot target.
+    ///
+    /// * Softmax head: `-ln p_y`, computed from the logits as `logsumexp(z) - z_y` (finite even
+    ///   when `p_y` underflows to 0). Gradient wrt the logits: `(p - y) / m`.
+    /// * Sigmoid head: the per-output binary cross-entropy summed over the outputs,
+    ///   `sum_j -(y_j ln a_j + (1 - y_j) ln(1 - a_j))`, computed as `softplus(z) - y z`.
+    ///   Gradient: `(a - y) / m`.
+    CrossEntropy,
+    /// Squared error summed over the outputs (no 1/2), mean over the examples:
+    /// `(1/m) sum_i sum_j (a_ij - y_ij)^2`. Gradient wrt the outputs `2 (a - y) / m`, carried
+    /// through the head's Jacobian (sigmoid: `* a (1 - a)`).
+    MeanSquaredError,
+}
+
+#[inline(always)]
+fn one_hot(label: u8, j: usize) -> f64 {
+    if usize::from(label) == j { 1.0 } else { 0.0 }
+}
+
+/// `ln(1 + e^z)` without overflow.
+#[inline(always)]
+fn softplus(z: f64) -> f64 {
+    z.max(0.0) + (-z.abs()).exp().ln_1p()
+}
+
+impl Loss {
+    /// Per-example loss summed over the batch (not yet divided by the batch size).
+    ///
+    /// `logits` and `outputs` (the head applied to the logits) are row-major `batch x width`;
+    /// `labels` has one class per row. Labels must be `< width` (checked by the callers that
+    /// take user input).
+    pub fn sum<T: Float>(
+        self,
+        head: OutputHead,
+        logits: &[T],
+        outputs: &[T],
+        labels: &[u8],
+        width: usize,
+    ) -> f64 {
+        if width == 0 {
+            return 0.0;
+        }
+        let rows = logits
+            .chunks_exact(width)
+            .zip(outputs.chunks_exact(width))
+            .zip(labels);
+        let mut total = 0.0f64;
+        match (self, head) {
+            (Self::CrossEntropy, OutputHead::Softmax) => {
+                for ((z, _), &y) in rows {
+                    let max = z.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.to_f64()));
+                    let s: f64 = z.iter().map(|v| (v.to_f64() - max).exp()).sum();
+                    let zy = z.get(usize::from(y)).map_or(0.0, |v| v.to_f64());
+                    total += max + s.ln() - zy;
+                }
+            }
+            (Self::CrossEntropy, OutputHead::Sigmoid) => {
+                for ((z, _), &y) in rows {
+                    for (j, v) in z.iter().enumerate() {
+                        let v = v.to_f64();
+                        total += softplus(v) - one_hot(y, j) * v;
+                    }
+                }
+            }
+            (Self::MeanSquaredError, _) => {
+                for ((_, a), &y) in rows {
+                    for (j, v) in a.iter().enumerate() {
+                        let d = v.to_f64() - one_hot(y, j);
+                        total += d * d;
+                    }
+                }
+            }
+        }
+        total
+    }
+
+    /// Mean loss over the batch: [`Loss::sum`] divided by the number of rows.
+    pub fn mean<T: Float>(
+        self,
+        head: OutputHead,
+        logits: &[T],
+        outputs: &[T],
+        labels: &[u8],
+        width: usize,
+    ) -> f64 {
+        let rows = labels.len().max(1);
+        self.sum(head, logits, outputs, labels, width) / rows as f64
+    }
+
+    /// Writes `d(mean loss)/d(logits)` into `grad` (row-major, same shape as `logits`) and
+    /// returns the mean loss. The batch size `m` is `labels.len()`.
+    pub fn mean_and_gradient<T: Float>(
+        self,
+        head: OutputHead,
+        logits: &[T],
+        outputs: &[T],
+        labels: &[u8],
+        width: usize,
+        grad: &mut [T],
+    ) -> f64 {
+        let m = labels.len();
+        if width == 0 || m == 0 {
+            return 0.0;
+        }
+        let inv_m = T::from_f64(1.0 / m as f64);
+        let one = T::from_f64(1.0);
+        let zero = T::from_f64(0.0);
+        let rows = outputs.chunks_exact(width).zip(grad.chunks_exact_mut(width)).zip(labels);
+        match (self, head) {
+            // Fused softmax/sigmoid + cross-entropy: (a - y) / m.
+            (Self::CrossEntropy, _) => {
+                for ((a, g), &y) in rows {
+                    for (j, (gj, &aj)) in g.iter_mut().zip(a).enumerate() {
+                        let yj = if usize::from(y) == j { one } else { zero };
+                        *gj = (aj - yj) * inv_m;
+                    }
+                }
+            }
+            (Self::MeanSquaredError, OutputHead::Sigmoid) => {
+                let two_inv_m = T::from_f64(2.0) * inv_m;
+                for ((a, g), &y) in rows {
+                    for (j, (gj, &aj)) in g.iter_mut().zip(a).enumerate() {
+                        let yj = if usize::from(y) == j { one } else { zero };
+                        *gj = two_inv_m * (aj - yj) * aj * (one - aj);
+                    }
+                }
+            }
+            (Self::MeanSquaredError, OutputHead::Softmax) => {
+                // Softmax Jacobian-vector product: dz = p * (g - <g, p>).
+                let two_inv_m = T::from_f64(2.0) * inv_m;
+                for ((p, g), &y) in rows {
+                    let mut dot = zero;
+                    for (j, (gj, &pj)) in g.iter_mut().zip(p).enumerate() {
+                        let yj = if usize::from(y) == j { one } else { zero };
+                        *gj = two_inv_m * (pj - yj);
+                        dot += *gj * pj;
+                    }
+                    for (gj, &pj) in g.iter_mut().zip(p) {
+                        *gj = pj * (*gj - dot);
+                    }
+                }
+            }
+        }
+        self.sum(head, logits, outputs, labels, width) / m as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gradcheck::relative_error;
+
+    fn outputs(head: OutputHead, z: &[f64], width: usize) -> Vec<f64> {
+        let mut a = vec![0.0; z.len()];
+        head.apply_rows(z, &mut a, width);
+        a
+    }
+
+    /// Central differences of the mean loss wrt every logit, for every loss/head pair.
+    #[test]
+    fn gradients_match_central_differences() {
+        let width = 4;
+        let z: Vec<f64> = vec![0.3, -1.2, 2.0, 0.1, -0.7, 0.4, 0.05, 1.3, 1.1, -2.2, 0.6, -0.3];
+        let labels = [2u8, 0, 3];
+        let h = 1e-6;
+        for loss in [Loss::CrossEntropy, Loss::MeanSquaredError] {
+            for head in [OutputHead::Softmax, OutputHead::Sigmoid] {
+                let a = outputs(head, &z, width);
+                let mut grad = vec![0.0; z.len()];
+                let value = loss.mean_and_gradient(head, &z, &a, &labels, width, &mut grad);
+                assert_eq!(value, loss.mean(head, &z, &a, &labels, width));
+                for i in 0..z.len() {
+                    let mut zp = z.clone();
+                    zp[i] += h;
+                    let mut zm = z.clone();
+                    zm[i] -= h;
+                    let lp = loss.mean(head, &zp, &outputs(head, &zp, width), &labels, width);
+                    let lm = loss.mean(head, &zm, &outputs(head, &zm, width), &labels, width);
+                    let numeric = (lp - lm) / (2.0 * h);
+                    let err = relative_error(grad[i], numeric);
+                    assert!(err < 1e-6, "{loss:?}/{head:?} logit {i}: {} vs {numeric}", grad[i]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn known_values() {
+        // One row, logits all 0 over 4 classes: CE = ln 4.
+        let z = [0.0f64; 4];
+        let a = outputs(OutputHead::Softmax, &z, 4);
+        let ce = Loss::CrossEntropy.mean(OutputHead::Softmax, &z, &a, &[1], 4);
+        assert!((ce - 4f64.ln()).abs() < 1e-15);
+        // Sigmoid outputs all 0.5, label 1: MSE = 3 * 0.25 + 0.25 = 1.0.
+        let a = outputs(OutputHead::Sigmoid, &z, 4);
+        let mse = Loss::MeanSquaredError.mean(OutputHead::Sigmoid, &z, &a, &[1], 4);
+        assert!((mse - 1.0).abs() < 1e-15);
+        // Gradient 2(a-y)/m * a(1-a) with m = 1: label entry 2*(-0.5)*0.25 = -0.25, others 0.25.
+        let mut g = [0.0; 4];
+        Loss::MeanSquaredError.mean_and_gradient(OutputHead::Sigmoid, &z, &a, &[1], 4, &mut g);
+        assert_eq!(g, [0.25, -0.25, 0.25, 0.25]);
+    }
+
+    #[test]
+    fn cross_entropy_finite_when_probability_underflows() {
+        let z = [-1e4f32, 1e4, 0.0];
+        let a = outputs_f32(&z);
+        assert_eq!(a[0], 0.0, "p_y underflows to exactly 0");
+        let ce = Loss::CrossEntropy.mean(OutputHead::Softmax, &z, &a, &[0], 3);
+        assert!(ce.is_finite());
+        assert!((ce - 2e4).abs() < 1e-6);
+    }
+
+    fn outputs_f32(z: &[f32]) -> Vec<f32> {
+        let mut a = vec![0.0; z.len()];
+        OutputHead::Softmax.apply_rows(z, &mut a, z.len());
+        a
+    }
+}

@@ -1,0 +1,290 @@
+//! The network: a stack of dense layers with their activations, and inference.
+
+use faer::{MatRef, Par};
+use rand_chacha::ChaCha8Rng;
+
+use crate::dropout::apply_mask;
+use crate::{Architecture, ArchitectureError, CoreError, Dense, Float, LayerInit, Workspace, init};
+
+/// A fully connected network over scalar `T` (`f32` or `f64`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Network<T> {
+    arch: Architecture,
+    layers: Vec<Dense<T>>,
+}
+
+/// Training-mode knobs of the internal forward pass.
+pub(crate) struct TrainPass<'a> {
+    /// Keep probability per hidden layer (empty = no dropout).
+    pub keep_prob: &'a [f64],
+    /// Hidden layers below this index need no derivative (nothing trainable below them).
+    pub first_needed: usize,
+    pub rng: &'a mut ChaCha8Rng,
+}
+
+impl<T: Float> Network<T> {
+    /// Builds a network with initialised parameters.
+    ///
+    /// `init` holds one [`LayerInit`] for all layers or one per layer. Draws from `rng` in a
+    /// fixed order (see [`crate::init`]).
+    pub fn new(arch: &Architecture, init: &[LayerInit], rng: &mut ChaCha8Rng) -> Result<Self, CoreError> {
+        arch.validate()?;
+        let n = arch.num_layers();
+        if init.len() != 1 && init.len() != n {
+            return Err(CoreError::InitCount { layers: n, got: init.len() });
+        }
+        let pick = |l: usize| if init.len() == 1 { &init[0] } else { &init[l] };
+        for (l, spec) in arch.layers().enumerate() {
+            init::validate(pick(l), l, spec.inputs, spec.outputs)?;
+        }
+        let mut net = Self::zeros(arch)?;
+        for (l, layer) in net.layers.iter_mut().enumerate() {
+            let (fan_in, fan_out) = (layer.inputs(), layer.outputs());
+            let (w, b) = layer.params_mut();
+            init::initialize(pick(l), w, b, fan_in, fan_out, rng);
+        }
+        Ok(net)
+    }
+
+    /// A network with every parameter zero.
+    pub fn zeros(arch: &Architecture) -> Result<Self, ArchitectureError> {
+        arch.validate()?;
+        let layers = arch.layers().map(|s| Dense::zeros(s.inputs, s.outputs)).collect();
+        Ok(Self { arch: arch.clone(), layers })
+    }
+
+    /// A network from explicit layers; `None` if their shapes do not match `arch`.
+    pub fn from_layers(arch: &Architecture, layers: Vec<Dense<T>>) -> Result<Option<Self>, ArchitectureError> {
+        arch.validate()?;
+        let ok = layers.len() == arch.num_layers()
+            && arch.layers().zip(&layers).all(|(s, d)| s.inputs == d.inputs() && s.outputs == d.outputs());
+        Ok(ok.then(|| Self { arch: arch.clone(), layers }))
+    }
+
+    /// The architecture.
+    pub fn architecture(&self) -> &Architecture {
+        &self.arch
+    }
+
+    /// The layers, input side first.
+    pub fn layers(&self) -> &[Dense<T>] {
+        &self.layers
+    }
+
+    /// Mutable layers (shapes are fixed; values may be edited).
+    pub fn layers_mut(&mut self) -> &mut [Dense<T>] {
+        &mut self.layers
+    }
+
+    /// Number of dense layers.
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Input width.
+    pub fn inputs(&self) -> usize {
+        self.arch.inputs()
+    }
+
+    /// Output width (classes).
+    pub fn outputs(&self) -> usize {
+        self.arch.outputs()
+    }
+
+    /// Total number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.layers.iter().map(Dense::num_params).sum()
+    }
+
+    /// A workspace sized for this network and batches of up to `max_batch`.
+    pub fn workspace(&self, max_batch: usize) -> Workspace<T> {
+        Workspace::new(&self.arch, max_batch)
+    }
+
+    /// The same network with parameters converted to another scalar type.
+    pub fn cast<U: Float>(&self) -> Network<U> {
+        let conv = |s: &[T]| s.iter().map(|v| U::from_f64(v.to_f64())).collect::<Vec<U>>();
+        let layers = self
+            .layers
+            .iter()
+            .map(|d| {
+                Dense::from_parts(d.inputs(), d.outputs(), conv(d.weight_slice()), conv(d.bias()))
+                    .unwrap_or_else(|| Dense::zeros(d.inputs(), d.outputs()))
+            })
+            .collect();
+        Network { arch: self.arch.clone(), layers }
+    }
+
+    /// Whether every parameter has the same bit pattern as in `other` (and shapes agree).
+    pub fn bit_identical(&self, other: &Self) -> bool {
+        self.arch == other.arch
+            && self.layers.iter().zip(&other.layers).all(|(a, b)| {
+                let same = |x: &[T], y: &[T]| x.iter().zip(y).all(|(p, q)| p.to_bits_u64() == q.to_bits_u64());
+                same(a.weight_slice(), b.weight_slice()) && same(a.bias(), b.bias())
+            })
+    }
+
+    /// Checks `ws` fits, `batch` is in range and `x` holds `batch * inputs` values.
+    pub(crate) fn check_batch(&self, ws: &Workspace<T>, x: &[T], batch: usize) -> Result<(), CoreError> {
+        if !ws.fits(&self.arch) {
+            return Err(CoreError::BufferMismatch { what: "workspace" });
+        }
+        if batch == 0 {
+            return Err(CoreError::EmptyBatch);
+        }
+        if batch > ws.max_batch() {
+            return Err(CoreError::BatchTooLarge { batch, max: ws.max_batch() });
+        }
+        let inputs = self.inputs();
+        let expected = batch * inputs;
+        if x.len() != expected {
+            return Err(CoreError::InputLength { batch, inputs, expected, got: x.len() });
+        }
+        Ok(())
+    }
+
+    /// Evaluation-mode forward pass (no dropout) of a row-major `batch x inputs` slice.
+    ///
+    /// Returns views of the logits and of the head's outputs (probabilities), borrowed from
+    /// the workspace. Does not allocate.
+    pub fn forward<'w>(
+        &self,
+        ws: &'w mut Workspace<T>,
+        x: &[T],
+        batch: usize,
+        par: Par,
+    ) -> Result<Outputs<'w, T>, CoreError> {
+        self.check_batch(ws, x, batch)?;
+        self.forward_unchecked(ws, x, batch, None, par);
+        let w = self.outputs();
+        let Workspace { layers, logits, .. } = ws;
+        let probs = layers.last().map_or(&[][..], |l| &l.out[..batch * w]);
+        Ok(Outputs { logits: &logits[..batch * w], probs, batch, width: w })
+    }
+
+    /// Predicted class (argmax of the outputs) of each example; allocates a workspace and the
+    /// result. Use [`Network::forward`] + [`Outputs::predictions_into`] in loops.
+    pub fn predict(&self, x: &[T], batch: usize, par: Par) -> Result<Vec<u8>, CoreError> {
+        let mut ws = self.workspace(batch);
+        let out = self.forward(&mut ws, x, batch, par)?;
+        let mut pred = vec![0u8; batch];
+        out.predictions_into(&mut pred);
+        Ok(pred)
+    }
+
+    /// Forward pass into `ws` (checked by the caller). In training mode, keeps `f'(z)` times the
+    /// dropout mask in each hidden layer's `deriv` buffer.
+    pub(crate) fn forward_unchecked(
+        &self,
+        ws: &mut Workspace<T>,
+        x: &[T],
+        batch: usize,
+        mut train: Option<TrainPass<'_>>,
+        par: Par,
+    ) {
+        let n = self.layers.len();
+        let Workspace { layers: bufs, logits, .. } = ws;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let (below, rest) = bufs.split_at_mut(l);
+            let Some(cur) = rest.first_mut() else { return };
+            let input: &[T] = match l.checked_sub(1).and_then(|p| below.get(p)) {
+                Some(prev) => &prev.out[..batch * layer.inputs()],
+                None => x,
+            };
+            let width = layer.outputs();
+            let len = batch * width;
+            if l + 1 == n {
+                let z = &mut logits[..len];
+                layer.affine(input, batch, z, par);
+                self.arch.output.apply_rows(z, &mut cur.out[..len], width);
+            } else {
+                let act = self.arch.hidden_activations.get(l).copied().unwrap_or(crate::Activation::Identity);
+                let out = &mut cur.out[..len];
+                layer.affine(input, batch, out, par);
+                match train.as_mut() {
+                    None => act.forward_in_place(out),
+                    Some(t) => {
+                        let keep = t.keep_prob.get(l).copied().unwrap_or(1.0);
+                        if l >= t.first_needed {
+                            let deriv = &mut cur.deriv[..len];
+                            act.forward_with_derivative(out, deriv);
+                            apply_mask(out, Some(deriv), keep, t.rng);
+                        } else {
+                            act.forward_in_place(out);
+                            apply_mask(out, None, keep, t.rng);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The result of a forward pass: row-major `batch x outputs` logits and head outputs.
+#[derive(Debug, Clone, Copy)]
+pub struct Outputs<'w, T> {
+    logits: &'w [T],
+    probs: &'w [T],
+    batch: usize,
+    width: usize,
+}
+
+impl<'w, T: Float> Outputs<'w, T> {
+    /// Number of examples.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Number of outputs per example.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// Logits (pre-head) as a `batch x outputs` matrix.
+    pub fn logits(&self) -> MatRef<'w, T> {
+        MatRef::from_row_major_slice(self.logits, self.batch, self.width)
+    }
+
+    /// Head outputs (softmax probabilities, or per-class sigmoids) as a `batch x outputs` matrix.
+    pub fn probabilities(&self) -> MatRef<'w, T> {
+        MatRef::from_row_major_slice(self.probs, self.batch, self.width)
+    }
+
+    /// Logits, row-major.
+    pub fn logits_slice(&self) -> &'w [T] {
+        self.logits
+    }
+
+    /// Head outputs, row-major.
+    pub fn probabilities_slice(&self) -> &'w [T] {
+        self.probs
+    }
+
+    /// Writes each row's argmax (first maximum; NaN never wins) into `out[..batch]`.
+    pub fn predictions_into(&self, out: &mut [u8]) {
+        if self.width == 0 {
+            return;
+        }
+        for (o, row) in out.iter_mut().zip(self.probs.chunks_exact(self.width)) {
+            *o = argmax(row);
+        }
+    }
+}
+
+/// Index of the first maximum of `row` as a class label (0 for an empty or all-NaN row).
+pub fn argmax<T: Float>(row: &[T]) -> u8 {
+    let mut best = 0usize;
+    let mut best_v: Option<T> = None;
+    for (j, &v) in row.iter().enumerate() {
+        // `!(v <= b)` would let NaN win; `v > b` keeps the first maximum and skips NaN.
+        let better = match best_v {
+            None => v == v,
+            Some(b) => v > b,
+        };
+        if better {
+            best = j;
+            best_v = Some(v);
+        }
+    }
+    u8::try_from(best).unwrap_or(u8::MAX)
+}

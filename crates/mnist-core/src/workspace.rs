@@ -1,0 +1,58 @@
+//! Preallocated buffers for forward and backward passes.
+
+use crate::{Architecture, Float};
+
+/// Per-layer activations, derivatives and deltas for batches of up to `max_batch` examples.
+///
+/// Build it once (it is the only allocation of a training loop besides the network, the
+/// gradients and the optimizer state) and reuse it for every step; any batch from 1 to
+/// `max_batch` works, e.g. the last partial batch of an epoch. All buffers are row-major
+/// `batch x width`; only the first `batch * width` values of each are used.
+#[derive(Debug, Clone)]
+pub struct Workspace<T> {
+    max_batch: usize,
+    sizes: Vec<usize>,
+    pub(crate) layers: Vec<LayerBuffers<T>>,
+    pub(crate) logits: Vec<T>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct LayerBuffers<T> {
+    /// Hidden: the activation (after dropout). Output layer: the head's output.
+    pub(crate) out: Vec<T>,
+    /// Hidden: `f'(z)` times the dropout mask. Empty for the output layer.
+    pub(crate) deriv: Vec<T>,
+    /// `d loss / d z` for this layer.
+    pub(crate) delta: Vec<T>,
+}
+
+impl<T: Float> Workspace<T> {
+    /// Buffers for `arch` and batches of at most `max_batch` (clamped to at least 1).
+    pub fn new(arch: &Architecture, max_batch: usize) -> Self {
+        let max_batch = max_batch.max(1);
+        let zero = T::from_f64(0.0);
+        let n = arch.num_layers();
+        let layers = arch
+            .sizes
+            .iter()
+            .skip(1)
+            .enumerate()
+            .map(|(l, &w)| LayerBuffers {
+                out: vec![zero; max_batch * w],
+                deriv: if l + 1 < n { vec![zero; max_batch * w] } else { Vec::new() },
+                delta: vec![zero; max_batch * w],
+            })
+            .collect();
+        Self { max_batch, sizes: arch.sizes.clone(), layers, logits: vec![zero; max_batch * arch.outputs()] }
+    }
+
+    /// Largest batch these buffers hold.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// Whether the buffers were built for an architecture with these layer widths.
+    pub fn fits(&self, arch: &Architecture) -> bool {
+        self.sizes == arch.sizes
+    }
+}

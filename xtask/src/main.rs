@@ -1,0 +1,4 @@
+//! `cargo xtask`: project chores.
+fn main() {
+    println!("xtask: not yet implemented");
+}
