@@ -125,7 +125,9 @@ pub struct DataSources {
 
 /// The repository's copy of the four files, found relative to this crate's source.
 pub fn bundled_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist");
+    // Canonical where it exists, so messages show a clean path.
+    dir.canonicalize().unwrap_or(dir)
 }
 
 /// The default cache directory: `$XDG_CACHE_HOME/mnist-rs`, else `~/.cache/mnist-rs`.
