@@ -216,8 +216,9 @@ mod tests {
 
     #[test]
     fn derivatives_match_central_differences() {
-        // Points away from ReLU's kink at 0, where the finite difference is meaningless.
-        let points = [-3.1, -1.2, -0.4, 0.3, 0.9, 2.5, 7.0];
+        // Points away from ReLU's kink at 0 (where finite differences are meaningless) and from
+        // deep saturation (where they lose all digits to cancellation).
+        let points = [-3.1, -1.2, -0.4, 0.3, 0.9, 2.5, 4.0];
         let h = 1e-6;
         for act in ALL {
             let mut buf: Vec<f64> = points.to_vec();

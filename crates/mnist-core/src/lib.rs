@@ -1,11 +1,100 @@
 //! # mnist-core
 //!
-//! The engine of mnist-rs: everything needed to define, run, differentiate and update a fully
-//! connected network, independent of files, configs and datasets.
+//! The engine of mnist-rs: fully connected networks on [faer] matrices, their gradients,
+//! optimizers and learning-rate schedules, and model files in safetensors. No datasets,
+//! configs or files other than models: those live in `mnist-dataset` and `mnist-train`.
 //!
-//! It will hold dense layers on faer matrices (one GEMM per layer per batch, into preallocated
-//! buffers), activations and output heads, losses with their gradients, initializers,
-//! L2 and dropout, optimizers (SGD, momentum/Nesterov, Adam, RMSprop) and learning-rate
-//! schedules, finite-difference gradient checks, and model save/load in safetensors.
+//! ## The model
 //!
-//! This crate is being built (see ARCHITECTURE.md); for now it only marks its place.
+//! A [`Network`] is a stack of [`Dense`] layers `z = x W^T + b`. Every hidden layer is followed
+//! by an [`Activation`], the last by an [`OutputHead`] (softmax or sigmoid). Its shape is an
+//! [`Architecture`]: `sizes = [784, 100, 10]` is 784 inputs, one hidden layer of 100, 10 classes.
+//!
+//! ## Data layout
+//!
+//! * A batch is a **row-major** `batch x inputs` slice (`x[i * inputs + j]` is feature `j` of
+//!   example `i`), as the dataset crate provides; labels are one `u8` class per example.
+//! * Weights are row-major `[outputs, inputs]` (PyTorch `nn.Linear` layout), biases `[outputs]`.
+//! * Each layer computes its whole batch with one GEMM (`faer::linalg::matmul::matmul`) into a
+//!   preallocated [`Workspace`]; a training step ([`compute_gradients`] + [`Optimizer::step`])
+//!   performs no heap allocation once the workspace, [`Gradients`] and optimizer exist.
+//!
+//! ## Reproducibility
+//!
+//! All randomness (initialisation, dropout masks) comes from a caller-owned
+//! [`rand_chacha::ChaCha8Rng`] whose state can be saved as [`RngState`]. Elementwise work is
+//! sequential with fixed reduction orders, so results are bit-identical for a given seed whether
+//! `faer::Par::Seq` or `faer::Par::rayon(n)` is used. Optimizer state ([`OptimizerState`]) is
+//! plain serde data; schedules are pure functions of `(epoch, step)`.
+//!
+//! ## Example: build a tiny network and take one training step
+//!
+//! ```
+//! use mnist_core::{
+//!     Activation, Architecture, BiasInit, Gradients, LayerInit, Loss, Network, Optimizer,
+//!     OptimizerConfig, OutputHead, Schedule, TrainOptions, WeightInit, compute_gradients,
+//! };
+//! use faer::Par;
+//! use rand::SeedableRng;
+//! use rand_chacha::ChaCha8Rng;
+//!
+//! # fn main() -> Result<(), mnist_core::CoreError> {
+//! let arch = Architecture::uniform(vec![4, 8, 3], Activation::Relu, OutputHead::Softmax)?;
+//! let mut rng = ChaCha8Rng::seed_from_u64(42);
+//! let init = LayerInit::new(WeightInit::HeNormal, BiasInit::Zero);
+//! let mut net: Network<f32> = Network::new(&arch, &[init], &mut rng)?;
+//!
+//! let mut ws = net.workspace(2); // batches of up to 2 examples
+//! let mut grads = Gradients::new(&arch);
+//! let mut opt = Optimizer::new(OptimizerConfig::adam(), &net)?;
+//! let opts = TrainOptions { l2: 1e-4, keep_prob: vec![0.9], ..TrainOptions::new(Loss::CrossEntropy) };
+//! let schedule = Schedule::constant();
+//!
+//! let x = [0.1f32, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.6]; // 2 examples x 4 features, row-major
+//! let labels = [2u8, 0];
+//! let loss = compute_gradients(&net, &mut ws, &mut grads, &x, &labels, 2, &opts, &mut rng, Par::Seq)?;
+//! opt.step(&mut net, &grads, schedule.lr_at(1e-3, 0, 0))?;
+//! assert!(loss.is_finite());
+//!
+//! let predicted = net.predict(&x, 2, Par::Seq)?;
+//! assert_eq!(predicted.len(), 2);
+//! # Ok(())
+//! # }
+//! ```
+
+mod activation;
+mod arch;
+mod dense;
+pub mod dropout;
+mod error;
+mod float;
+pub mod gradcheck;
+pub mod init;
+mod loss;
+mod network;
+pub mod optimizer;
+mod preprocessing;
+pub mod schedule;
+pub mod serialize;
+mod train;
+mod workspace;
+
+pub use activation::{Activation, OutputHead, sigmoid, softmax_row};
+pub use arch::{Architecture, LayerActivation, LayerSpec};
+pub use dense::Dense;
+pub use dropout::RngState;
+pub use error::{ArchitectureError, CoreError, ModelFileError, ModelIoError};
+pub use float::Float;
+pub use init::{BiasInit, LayerInit, WeightInit};
+pub use loss::Loss;
+pub use network::{Network, Outputs, argmax};
+pub use optimizer::{Optimizer, OptimizerConfig, OptimizerState};
+pub use preprocessing::Preprocessing;
+pub use schedule::{Decay, Schedule, Unit, Warmup};
+pub use serialize::{SavedModel, from_safetensors_bytes, load_model, save_model, to_safetensors_bytes};
+pub use train::{Evaluation, Gradients, LayerGradients, TrainOptions, compute_gradients, compute_loss, evaluate};
+pub use workspace::Workspace;
+
+// Re-exported so downstream crates name the same versions.
+pub use faer;
+pub use rand_chacha;

@@ -278,7 +278,7 @@ pub fn argmax<T: Float>(row: &[T]) -> u8 {
     for (j, &v) in row.iter().enumerate() {
         // `!(v <= b)` would let NaN win; `v > b` keeps the first maximum and skips NaN.
         let better = match best_v {
-            None => v == v,
+            None => v.partial_cmp(&v).is_some(),
             Some(b) => v > b,
         };
         if better {

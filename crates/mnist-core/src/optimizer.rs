@@ -1,0 +1,234 @@
+//! Parameter update rules and their state.
+//!
+//! The state is plain data ([`OptimizerState`]: a step count and moment buffers, one `Vec<T>` per
+//! parameter tensor) so it can be serialized and restored for a bit-identical continuation.
+//! Conventions follow PyTorch (`torch.optim`), so runs can be compared:
+//!
+//! * SGD: `p -= lr g`
+//! * Momentum: `v = mu v + g; p -= lr v`; Nesterov: `v = mu v + g; p -= lr (g + mu v)`
+//! * Adam: `m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+//!   p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)`
+//! * RMSprop: `v = a v + (1-a) g^2; p -= lr g / (sqrt(v) + eps)`
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CoreError, Float, Gradients, Network};
+
+/// Which update rule and its hyperparameters (the learning rate comes per step, from a
+/// [`crate::Schedule`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OptimizerConfig {
+    /// Plain stochastic gradient descent.
+    Sgd,
+    /// Heavy-ball momentum, optionally Nesterov.
+    Momentum {
+        /// Momentum coefficient `mu` in `[0, 1)`.
+        momentum: f64,
+        /// Nesterov's look-ahead variant.
+        #[serde(default)]
+        nesterov: bool,
+    },
+    /// Adam with bias correction.
+    Adam {
+        /// First-moment decay (0.9).
+        beta1: f64,
+        /// Second-moment decay (0.999).
+        beta2: f64,
+        /// Denominator epsilon (1e-8), added after the square root.
+        epsilon: f64,
+    },
+    /// RMSprop (no momentum, not centered).
+    RmsProp {
+        /// Decay of the squared-gradient average (0.99 in PyTorch, 0.9 in Keras).
+        alpha: f64,
+        /// Denominator epsilon, added after the square root.
+        epsilon: f64,
+    },
+}
+
+impl OptimizerConfig {
+    /// Adam with the usual defaults `(0.9, 0.999, 1e-8)`.
+    pub fn adam() -> Self {
+        Self::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 }
+    }
+
+    /// Checks hyperparameter ranges.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        let unit = |v: f64| (0.0..1.0).contains(&v);
+        let ok = match *self {
+            Self::Sgd => true,
+            Self::Momentum { momentum, .. } => unit(momentum),
+            Self::Adam { beta1, beta2, epsilon } => unit(beta1) && unit(beta2) && epsilon.is_finite() && epsilon > 0.0,
+            Self::RmsProp { alpha, epsilon } => unit(alpha) && epsilon.is_finite() && epsilon > 0.0,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(CoreError::BadOptimizer(format!(
+                "{self:?}: momentum/betas/alpha must be in [0, 1) and epsilon > 0"
+            )))
+        }
+    }
+
+    /// Moment buffers needed: (first, second).
+    fn slots(&self) -> (bool, bool) {
+        match self {
+            Self::Sgd => (false, false),
+            Self::Momentum { .. } => (true, false),
+            Self::Adam { .. } => (true, true),
+            Self::RmsProp { .. } => (false, true),
+        }
+    }
+}
+
+/// Everything an optimizer remembers between steps.
+///
+/// Buffers are indexed per parameter tensor: `2 l` is layer `l`'s weight (row-major `[out, in]`),
+/// `2 l + 1` its bias. Unused buffers are empty. Momentum keeps its velocity in `first`,
+/// RMSprop its squared average in `second`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerState<T> {
+    /// Number of steps taken (Adam's `t` after the step is `step`).
+    pub step: u64,
+    /// First-moment / velocity buffers.
+    pub first: Vec<Vec<T>>,
+    /// Second-moment buffers.
+    pub second: Vec<Vec<T>>,
+}
+
+/// An update rule with its state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Optimizer<T> {
+    config: OptimizerConfig,
+    state: OptimizerState<T>,
+}
+
+impl<T: Float> Optimizer<T> {
+    /// A fresh optimizer (zeroed moments) for `net`.
+    pub fn new(config: OptimizerConfig, net: &Network<T>) -> Result<Self, CoreError> {
+        config.validate()?;
+        let (first, second) = config.slots();
+        let zero = T::from_f64(0.0);
+        let buffers = |on: bool| -> Vec<Vec<T>> {
+            if !on {
+                return Vec::new();
+            }
+            net.layers()
+                .iter()
+                .flat_map(|l| [vec![zero; l.weight_slice().len()], vec![zero; l.bias().len()]])
+                .collect()
+        };
+        Ok(Self { config, state: OptimizerState { step: 0, first: buffers(first), second: buffers(second) } })
+    }
+
+    /// Resumes from saved state; checks the buffers match `config` and `net`.
+    pub fn from_state(config: OptimizerConfig, state: OptimizerState<T>, net: &Network<T>) -> Result<Self, CoreError> {
+        let fresh = Self::new(config, net)?;
+        let shape = |b: &Vec<Vec<T>>| b.iter().map(Vec::len).collect::<Vec<_>>();
+        if shape(&state.first) != shape(&fresh.state.first) || shape(&state.second) != shape(&fresh.state.second) {
+            return Err(CoreError::BadOptimizer(
+                "saved state does not match this optimizer kind or network shape; start a fresh optimizer".into(),
+            ));
+        }
+        Ok(Self { config, state })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OptimizerConfig {
+        &self.config
+    }
+
+    /// The state, for checkpoints.
+    pub fn state(&self) -> &OptimizerState<T> {
+        &self.state
+    }
+
+    /// Consumes the optimizer, returning its state.
+    pub fn into_state(self) -> OptimizerState<T> {
+        self.state
+    }
+
+    /// Applies one update with learning rate `lr` to every layer whose gradient is active
+    /// (frozen layers are skipped). Increments the step count. Does not allocate.
+    pub fn step(&mut self, net: &mut Network<T>, grads: &Gradients<T>, lr: f64) -> Result<(), CoreError> {
+        if !grads.fits(net.architecture()) {
+            return Err(CoreError::BufferMismatch { what: "gradients" });
+        }
+        let expected = if self.config.slots() == (false, false) { 0 } else { 2 * net.num_layers() };
+        if self.state.first.len().max(self.state.second.len()) != expected {
+            return Err(CoreError::BufferMismatch { what: "optimizer state" });
+        }
+        if !lr.is_finite() {
+            return Err(CoreError::BadOptimizer(format!("learning rate must be finite, got {lr}")));
+        }
+        self.state.step += 1;
+        let t = self.state.step;
+        let cfg = self.config;
+        for (l, (layer, g)) in net.layers_mut().iter_mut().zip(grads.layers()).enumerate() {
+            if !g.active {
+                continue;
+            }
+            let (w, b) = layer.params_mut();
+            for (k, (p, grad)) in [(w, &g.weight[..]), (b, &g.bias[..])].into_iter().enumerate() {
+                let idx = 2 * l + k;
+                let m = self.state.first.get_mut(idx).map(Vec::as_mut_slice).unwrap_or_default();
+                let v = self.state.second.get_mut(idx).map(Vec::as_mut_slice).unwrap_or_default();
+                update(cfg, t, lr, p, grad, m, v);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One fused pass over a parameter tensor.
+fn update<T: Float>(cfg: OptimizerConfig, t: u64, lr: f64, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) {
+    let one = T::from_f64(1.0);
+    let lr_t = T::from_f64(lr);
+    match cfg {
+        OptimizerConfig::Sgd => {
+            p.iter_mut().zip(g).for_each(|(p, &g)| *p -= lr_t * g);
+        }
+        OptimizerConfig::Momentum { momentum, nesterov } => {
+            let mu = T::from_f64(momentum);
+            let it = p.iter_mut().zip(g).zip(m.iter_mut());
+            if nesterov {
+                it.for_each(|((p, &g), v)| {
+                    *v = mu * *v + g;
+                    *p -= lr_t * (g + mu * *v);
+                });
+            } else {
+                it.for_each(|((p, &g), v)| {
+                    *v = mu * *v + g;
+                    *p -= lr_t * *v;
+                });
+            }
+        }
+        OptimizerConfig::Adam { beta1, beta2, epsilon } => {
+            let (b1, b2) = (T::from_f64(beta1), T::from_f64(beta2));
+            let (c1, c2) = (one - b1, one - b2);
+            // Bias corrections in f64, folded into the step size and the sqrt divisor.
+            let exp = i32::try_from(t).unwrap_or(i32::MAX);
+            let bc1 = 1.0 - beta1.powi(exp);
+            let bc2 = 1.0 - beta2.powi(exp);
+            let step = T::from_f64(lr / bc1);
+            let inv_sqrt_bc2 = T::from_f64(1.0 / bc2.sqrt());
+            let eps = T::from_f64(epsilon);
+            p.iter_mut().zip(g).zip(m.iter_mut().zip(v.iter_mut())).for_each(|((p, &g), (m, v))| {
+                *m = b1 * *m + c1 * g;
+                *v = b2 * *v + c2 * g * g;
+                *p -= step * *m / (v.sqrt() * inv_sqrt_bc2 + eps);
+            });
+        }
+        OptimizerConfig::RmsProp { alpha, epsilon } => {
+            let a = T::from_f64(alpha);
+            let c = one - a;
+            let eps = T::from_f64(epsilon);
+            p.iter_mut().zip(g).zip(v.iter_mut()).for_each(|((p, &g), v)| {
+                *v = a * *v + c * g * g;
+                *p -= lr_t * g / (v.sqrt() + eps);
+            });
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Training-mode forward + loss + backpropagation into preallocated gradients, and evaluation.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, MatMut, MatRef, Par};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::network::TrainPass;
+use crate::{Architecture, CoreError, Float, Loss, Network, Workspace};
+
+/// What a training step computes besides the plain forward pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainOptions {
+    /// The data loss.
+    pub loss: Loss,
+    /// L2 coefficient `lambda` on the weights only (not biases): the loss gains
+    /// `lambda * sum ||W||^2` over all layers and each trainable weight's gradient `2 lambda W`.
+    #[serde(default)]
+    pub l2: f64,
+    /// Inverted-dropout keep probability per hidden layer, in `(0, 1]`; empty = no dropout.
+    #[serde(default)]
+    pub keep_prob: Vec<f64>,
+    /// Per-layer freezing; empty = nothing frozen. A frozen layer gets no gradient and is never
+    /// updated; deltas still flow through it to trainable layers below.
+    #[serde(default)]
+    pub frozen: Vec<bool>,
+}
+
+impl TrainOptions {
+    /// Options with the given loss and no regularisation or freezing.
+    pub fn new(loss: Loss) -> Self {
+        Self { loss, l2: 0.0, keep_prob: Vec::new(), frozen: Vec::new() }
+    }
+
+    /// Checks the options against an architecture.
+    pub fn validate(&self, arch: &Architecture) -> Result<(), CoreError> {
+        let bad = |m: String| Err(CoreError::BadOptions(m));
+        if !self.l2.is_finite() || self.l2 < 0.0 {
+            return bad(format!("l2 must be finite and >= 0, got {}", self.l2));
+        }
+        let hidden = arch.num_hidden();
+        if !self.keep_prob.is_empty() && self.keep_prob.len() != hidden {
+            return bad(format!(
+                "keep_prob has {} entries, the network has {hidden} hidden layer(s); give one per hidden layer or none",
+                self.keep_prob.len()
+            ));
+        }
+        if let Some(p) = self.keep_prob.iter().find(|p| !(**p > 0.0 && **p <= 1.0)) {
+            return bad(format!("keep_prob must be in (0, 1], got {p}"));
+        }
+        let layers = arch.num_layers();
+        if !self.frozen.is_empty() && self.frozen.len() != layers {
+            return bad(format!(
+                "frozen has {} entries, the network has {layers} layer(s); give one per layer or none",
+                self.frozen.len()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether layer `l` is frozen.
+    pub fn is_frozen(&self, l: usize) -> bool {
+        self.frozen.get(l).copied().unwrap_or(false)
+    }
+}
+
+/// Gradient buffers, shaped like the network's parameters (row-major `[out, in]` weights).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gradients<T> {
+    sizes: Vec<usize>,
+    layers: Vec<LayerGradients<T>>,
+}
+
+/// One layer's gradients.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerGradients<T> {
+    /// `d loss / d W`, row-major `[out, in]`.
+    pub weight: Vec<T>,
+    /// `d loss / d b`.
+    pub bias: Vec<T>,
+    /// `false` when the last [`compute_gradients`] skipped the layer (frozen): the buffers then
+    /// hold stale values and optimizers leave the layer untouched.
+    pub active: bool,
+}
+
+impl<T: Float> Gradients<T> {
+    /// Zeroed, inactive gradients for `arch`.
+    pub fn new(arch: &Architecture) -> Self {
+        let zero = T::from_f64(0.0);
+        let layers = arch
+            .layers()
+            .map(|s| LayerGradients {
+                weight: vec![zero; s.inputs * s.outputs],
+                bias: vec![zero; s.outputs],
+                active: false,
+            })
+            .collect();
+        Self { sizes: arch.sizes.clone(), layers }
+    }
+
+    /// Per-layer gradients.
+    pub fn layers(&self) -> &[LayerGradients<T>] {
+        &self.layers
+    }
+
+    /// Whether the buffers were built for these layer widths.
+    pub fn fits(&self, arch: &Architecture) -> bool {
+        self.sizes == arch.sizes
+    }
+}
+
+/// Training-mode forward pass, loss and backpropagation for one batch.
+///
+/// * `x`: row-major `batch x inputs`; `labels`: one class per example, `< outputs`.
+/// * Dropout masks are drawn from `rng` (nothing is drawn when every keep probability is 1).
+/// * Writes the gradient of the returned loss into `grads` (frozen layers are marked inactive).
+///
+/// Returns the batch loss: the mean data loss **plus** the L2 term `lambda * sum ||W||^2`.
+/// Does not allocate. Element-wise work is sequential and every reduction has a fixed order, so
+/// results do not depend on `par` as long as faer's GEMM does not (it splits by output tile).
+#[allow(clippy::too_many_arguments)]
+pub fn compute_gradients<T: Float>(
+    net: &Network<T>,
+    ws: &mut Workspace<T>,
+    grads: &mut Gradients<T>,
+    x: &[T],
+    labels: &[u8],
+    batch: usize,
+    opts: &TrainOptions,
+    rng: &mut ChaCha8Rng,
+    par: Par,
+) -> Result<f64, CoreError> {
+    let first_active = check_train_inputs(net, ws, grads, x, labels, batch, opts)?;
+    let arch = net.architecture();
+    let n = net.num_layers();
+    let first_needed = first_active.unwrap_or(n);
+    net.forward_unchecked(ws, x, batch, Some(TrainPass { keep_prob: &opts.keep_prob, first_needed, rng }), par);
+
+    let width = net.outputs();
+    let len = batch * width;
+    let Workspace { layers: bufs, logits, .. } = ws;
+    let data_loss = match bufs.last_mut() {
+        Some(last) if first_active.is_some() => opts.loss.mean_and_gradient(
+            arch.output,
+            &logits[..len],
+            &last.out[..len],
+            labels,
+            width,
+            &mut last.delta[..len],
+        ),
+        Some(last) => opts.loss.mean(arch.output, &logits[..len], &last.out[..len], labels, width),
+        None => 0.0,
+    };
+
+    let one = T::from_f64(1.0);
+    let zero = T::from_f64(0.0);
+    for g in grads.layers.iter_mut() {
+        g.active = false;
+    }
+    for l in (first_needed..n).rev() {
+        let layer = &net.layers()[l];
+        let (inp, out) = (layer.inputs(), layer.outputs());
+        let (below, rest) = bufs.split_at_mut(l);
+        let Some(cur) = rest.first() else { break };
+        let delta = &cur.delta[..batch * out];
+        let prev = l.checked_sub(1).and_then(|p| below.get_mut(p));
+        if !opts.is_frozen(l)
+            && let Some(g) = grads.layers.get_mut(l)
+        {
+            let input: &[T] = match &prev {
+                Some(p) => &p.out[..batch * inp],
+                None => x,
+            };
+            // dW = delta^T X : [out, batch] x [batch, in].
+            matmul(
+                MatMut::from_row_major_slice_mut(&mut g.weight, out, inp),
+                Accum::Replace,
+                MatRef::from_row_major_slice(delta, batch, out).transpose(),
+                MatRef::from_row_major_slice(input, batch, inp),
+                one,
+                par,
+            );
+            // db = column sums of delta, rows in order (fixed reduction order).
+            g.bias.iter_mut().for_each(|b| *b = zero);
+            for row in delta.chunks_exact(out) {
+                g.bias.iter_mut().zip(row).for_each(|(b, &d)| *b += d);
+            }
+            g.active = true;
+        }
+        if l > first_needed
+            && let Some(p) = prev
+        {
+            // delta_{l-1} = (delta W) * f'(z_{l-1}) * mask.
+            let pd = &mut p.delta[..batch * inp];
+            matmul(
+                MatMut::from_row_major_slice_mut(pd, batch, inp),
+                Accum::Replace,
+                MatRef::from_row_major_slice(delta, batch, out),
+                layer.weight(),
+                one,
+                par,
+            );
+            pd.iter_mut().zip(&p.deriv[..batch * inp]).for_each(|(d, &f)| *d *= f);
+        }
+    }
+
+    let l2_sum = if opts.l2 > 0.0 { apply_l2(net, grads, opts.l2) } else { 0.0 };
+    Ok(data_loss + opts.l2 * l2_sum)
+}
+
+/// Adds `2 lambda W` to each active weight gradient and returns `sum ||W||^2` over all layers,
+/// in one pass per layer.
+fn apply_l2<T: Float>(net: &Network<T>, grads: &mut Gradients<T>, lambda: f64) -> f64 {
+    let two_lambda = T::from_f64(2.0 * lambda);
+    let mut sum = 0.0f64;
+    for (layer, g) in net.layers().iter().zip(grads.layers.iter_mut()) {
+        let w = layer.weight_slice();
+        if g.active {
+            for (gw, &wv) in g.weight.iter_mut().zip(w) {
+                *gw += two_lambda * wv;
+                let wf = wv.to_f64();
+                sum += wf * wf;
+            }
+        } else {
+            sum += w.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>();
+        }
+    }
+    sum
+}
+
+/// Validates a training call; returns the index of the lowest trainable layer (`None` if all
+/// layers are frozen).
+fn check_train_inputs<T: Float>(
+    net: &Network<T>,
+    ws: &Workspace<T>,
+    grads: &Gradients<T>,
+    x: &[T],
+    labels: &[u8],
+    batch: usize,
+    opts: &TrainOptions,
+) -> Result<Option<usize>, CoreError> {
+    net.check_batch(ws, x, batch)?;
+    check_labels(labels, batch, net.outputs())?;
+    if !grads.fits(net.architecture()) {
+        return Err(CoreError::BufferMismatch { what: "gradients" });
+    }
+    opts.validate(net.architecture())?;
+    Ok((0..net.num_layers()).find(|&l| !opts.is_frozen(l)))
+}
+
+fn check_labels(labels: &[u8], batch: usize, classes: usize) -> Result<(), CoreError> {
+    if labels.len() != batch {
+        return Err(CoreError::LabelCount { batch, got: labels.len() });
+    }
+    if let Some((index, &label)) = labels.iter().enumerate().find(|(_, l)| usize::from(**l) >= classes) {
+        return Err(CoreError::LabelOutOfRange { index, label, classes });
+    }
+    Ok(())
+}
+
+/// Training-mode loss only (forward with dropout, no backward): the value
+/// [`compute_gradients`] would return, drawing the same masks from `rng`.
+#[allow(clippy::too_many_arguments)]
+pub fn compute_loss<T: Float>(
+    net: &Network<T>,
+    ws: &mut Workspace<T>,
+    x: &[T],
+    labels: &[u8],
+    batch: usize,
+    opts: &TrainOptions,
+    rng: &mut ChaCha8Rng,
+    par: Par,
+) -> Result<f64, CoreError> {
+    net.check_batch(ws, x, batch)?;
+    check_labels(labels, batch, net.outputs())?;
+    opts.validate(net.architecture())?;
+    let n = net.num_layers();
+    net.forward_unchecked(ws, x, batch, Some(TrainPass { keep_prob: &opts.keep_prob, first_needed: n, rng }), par);
+    let width = net.outputs();
+    let len = batch * width;
+    let probs = ws.layers.last().map_or(&[][..], |l| &l.out[..len]);
+    let data = opts.loss.mean(net.architecture().output, &ws.logits[..len], probs, labels, width);
+    let l2: f64 = if opts.l2 > 0.0 {
+        net.layers().iter().flat_map(|l| l.weight_slice()).map(|v| v.to_f64() * v.to_f64()).sum()
+    } else {
+        0.0
+    };
+    Ok(data + opts.l2 * l2)
+}
+
+/// Result of [`evaluate`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Mean data loss over all examples (no L2 term, no dropout).
+    pub mean_loss: f64,
+    /// Fraction of examples whose argmax equals the label.
+    pub accuracy: f64,
+    /// Number of correct predictions.
+    pub correct: usize,
+    /// Number of examples.
+    pub examples: usize,
+}
+
+/// Evaluation-mode loss and accuracy over a whole set (`x` row-major `n x inputs`, `n =
+/// labels.len()`), in batches of the workspace's `max_batch`. Does not allocate.
+pub fn evaluate<T: Float>(
+    net: &Network<T>,
+    ws: &mut Workspace<T>,
+    x: &[T],
+    labels: &[u8],
+    loss: Loss,
+    par: Par,
+) -> Result<Evaluation, CoreError> {
+    let n = labels.len();
+    let inputs = net.inputs();
+    if x.len() != n * inputs {
+        return Err(CoreError::InputLength { batch: n, inputs, expected: n * inputs, got: x.len() });
+    }
+    check_labels(labels, n, net.outputs())?;
+    let width = net.outputs();
+    let step = ws.max_batch();
+    let mut total = 0.0f64;
+    let mut correct = 0usize;
+    for (xb, yb) in x.chunks(step * inputs.max(1)).zip(labels.chunks(step)) {
+        let out = net.forward(ws, xb, yb.len(), par)?;
+        total += loss.sum(net.architecture().output, out.logits_slice(), out.probabilities_slice(), yb, width);
+        correct += out
+            .probabilities_slice()
+            .chunks_exact(width)
+            .zip(yb)
+            .filter(|(row, y)| crate::network::argmax(row) == **y)
+            .count();
+    }
+    let denom = n.max(1) as f64;
+    Ok(Evaluation { mean_loss: total / denom, accuracy: correct as f64 / denom, correct, examples: n })
+}
