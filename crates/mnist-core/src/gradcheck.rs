@@ -67,11 +67,11 @@ pub fn check_network(
     let mut probe = net.clone();
     let mut report = GradCheckReport { max_rel_error: 0.0, worst: None, checked: 0 };
     for (l, g) in grads.layers().iter().enumerate() {
-        if !g.active {
+        if !g.is_active() {
             continue;
         }
         for bias in [false, true] {
-            let analytic = if bias { &g.bias } else { &g.weight };
+            let analytic = if bias { g.bias() } else { g.weight() };
             for (index, &a) in analytic.iter().enumerate() {
                 let mut loss_at = |delta: f64| -> Result<f64, CoreError> {
                     let layer = &mut probe.layers_mut()[l];

@@ -167,11 +167,11 @@ impl<T: Float> Optimizer<T> {
         let t = self.state.step;
         let cfg = self.config;
         for (l, (layer, g)) in net.layers_mut().iter_mut().zip(grads.layers()).enumerate() {
-            if !g.active {
+            if !g.is_active() {
                 continue;
             }
             let (w, b) = layer.params_mut();
-            for (k, (p, grad)) in [(w, &g.weight[..]), (b, &g.bias[..])].into_iter().enumerate() {
+            for (k, (p, grad)) in [(w, g.weight()), (b, g.bias())].into_iter().enumerate() {
                 let idx = 2 * l + k;
                 let m = self.state.first.get_mut(idx).map(Vec::as_mut_slice).unwrap_or_default();
                 let v = self.state.second.get_mut(idx).map(Vec::as_mut_slice).unwrap_or_default();

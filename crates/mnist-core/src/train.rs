@@ -75,13 +75,42 @@ pub struct Gradients<T> {
 /// One layer's gradients.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerGradients<T> {
+    weight: Vec<T>,
+    bias: Vec<T>,
+    active: bool,
+}
+
+impl<T> LayerGradients<T> {
     /// `d loss / d W`, row-major `[out, in]`.
-    pub weight: Vec<T>,
+    pub fn weight(&self) -> &[T] {
+        &self.weight
+    }
+
     /// `d loss / d b`.
-    pub bias: Vec<T>,
+    pub fn bias(&self) -> &[T] {
+        &self.bias
+    }
+
+    /// Mutable weight gradient (e.g. for clipping); the length is fixed.
+    pub fn weight_mut(&mut self) -> &mut [T] {
+        &mut self.weight
+    }
+
+    /// Mutable bias gradient.
+    pub fn bias_mut(&mut self) -> &mut [T] {
+        &mut self.bias
+    }
+
     /// `false` when the last [`compute_gradients`] skipped the layer (frozen): the buffers then
     /// hold stale values and optimizers leave the layer untouched.
-    pub active: bool,
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// Marks the layer as carrying a gradient (or not) for the next optimizer step.
+    pub fn set_active(&mut self, active: bool) {
+        self.active = active;
+    }
 }
 
 impl<T: Float> Gradients<T> {
@@ -102,6 +131,22 @@ impl<T: Float> Gradients<T> {
     /// Per-layer gradients.
     pub fn layers(&self) -> &[LayerGradients<T>] {
         &self.layers
+    }
+
+    /// Mutable per-layer gradients (clipping, custom terms, tests).
+    pub fn layers_mut(&mut self) -> &mut [LayerGradients<T>] {
+        &mut self.layers
+    }
+
+    /// Sum of squares of every active gradient entry (for monitoring or norm clipping), in a
+    /// fixed order.
+    pub fn squared_norm(&self) -> f64 {
+        self.layers
+            .iter()
+            .filter(|l| l.active)
+            .flat_map(|l| l.weight.iter().chain(&l.bias))
+            .map(|v| v.to_f64() * v.to_f64())
+            .sum()
     }
 
     /// Whether the buffers were built for these layer widths.

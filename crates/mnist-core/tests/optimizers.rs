@@ -1,0 +1,147 @@
+//! Each optimizer against two update steps worked out by hand.
+//!
+//! Setup shared by every test: one layer 2 -> 1 (identity-free: the optimizer never looks at
+//! activations), parameters `w = [1.0, -2.0]`, `b = 0.5`, learning rate 0.1, gradients
+//! `g1 = (w: [0.5, -1.0], b: 0.25)` at step 1 and `g2 = (w: [0.1, 0.2], b: -0.5)` at step 2.
+
+use mnist_core::{
+    Activation, Architecture, Dense, Gradients, Network, Optimizer, OptimizerConfig, OptimizerState, OutputHead,
+};
+
+const LR: f64 = 0.1;
+const G1: [f64; 3] = [0.5, -1.0, 0.25];
+const G2: [f64; 3] = [0.1, 0.2, -0.5];
+
+fn setup() -> (Network<f64>, Gradients<f64>) {
+    let arch = Architecture::uniform(vec![2, 1], Activation::Relu, OutputHead::Sigmoid).unwrap();
+    let layer = Dense::from_parts(2, 1, vec![1.0, -2.0], vec![0.5]).unwrap();
+    let net = Network::from_layers(&arch, vec![layer]).unwrap().unwrap();
+    (net, Gradients::new(&arch))
+}
+
+fn set(grads: &mut Gradients<f64>, g: [f64; 3]) {
+    let l = &mut grads.layers_mut()[0];
+    l.weight_mut().copy_from_slice(&g[..2]);
+    l.bias_mut()[0] = g[2];
+    l.set_active(true);
+}
+
+/// Runs two steps and returns `[w1, w2, b]` after each.
+fn run(config: OptimizerConfig) -> ([f64; 3], [f64; 3]) {
+    let (mut net, mut grads) = setup();
+    let mut opt = Optimizer::new(config, &net).unwrap();
+    let params = |n: &Network<f64>| {
+        let l = &n.layers()[0];
+        [l.weight_slice()[0], l.weight_slice()[1], l.bias()[0]]
+    };
+    set(&mut grads, G1);
+    opt.step(&mut net, &grads, LR).unwrap();
+    let after1 = params(&net);
+    set(&mut grads, G2);
+    opt.step(&mut net, &grads, LR).unwrap();
+    assert_eq!(opt.state().step, 2);
+    (after1, params(&net))
+}
+
+fn assert_close(got: [f64; 3], want: [f64; 3]) {
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() < 1e-12, "got {got:?}, want {want:?}");
+    }
+}
+
+#[test]
+fn sgd() {
+    // p -= 0.1 g.  Step 1: w1 = 1 - 0.05 = 0.95, w2 = -2 + 0.1 = -1.9, b = 0.5 - 0.025 = 0.475.
+    // Step 2: w1 = 0.95 - 0.01 = 0.94, w2 = -1.9 - 0.02 = -1.92, b = 0.475 + 0.05 = 0.525.
+    let (s1, s2) = run(OptimizerConfig::Sgd);
+    assert_close(s1, [0.95, -1.9, 0.475]);
+    assert_close(s2, [0.94, -1.92, 0.525]);
+}
+
+#[test]
+fn momentum() {
+    // mu = 0.9. Step 1: v = g1 = [0.5, -1, 0.25]; p = p0 - 0.1 v = [0.95, -1.9, 0.475].
+    // Step 2: v = 0.9 v + g2 = [0.45 + 0.1, -0.9 + 0.2, 0.225 - 0.5] = [0.55, -0.7, -0.275];
+    // p -= 0.1 v: [0.95 - 0.055, -1.9 + 0.07, 0.475 + 0.0275] = [0.895, -1.83, 0.5025].
+    let (s1, s2) = run(OptimizerConfig::Momentum { momentum: 0.9, nesterov: false });
+    assert_close(s1, [0.95, -1.9, 0.475]);
+    assert_close(s2, [0.895, -1.83, 0.5025]);
+}
+
+#[test]
+fn nesterov() {
+    // mu = 0.9. Step 1: v = g1; p -= 0.1 (g1 + 0.9 v) = 0.19 g1 -> [1 - 0.095, -2 + 0.19, 0.5 - 0.0475]
+    // = [0.905, -1.81, 0.4525].
+    // Step 2: v = [0.55, -0.7, -0.275] (as for momentum); g2 + 0.9 v = [0.1 + 0.495, 0.2 - 0.63,
+    // -0.5 - 0.2475] = [0.595, -0.43, -0.7475]; p -= 0.1 * that -> [0.8455, -1.767, 0.52725].
+    let (s1, s2) = run(OptimizerConfig::Momentum { momentum: 0.9, nesterov: true });
+    assert_close(s1, [0.905, -1.81, 0.4525]);
+    assert_close(s2, [0.8455, -1.767, 0.52725]);
+}
+
+#[test]
+fn adam() {
+    // b1 = 0.9, b2 = 0.999, eps = 1e-8.
+    // Step 1: m = 0.1 g, v = 0.001 g^2; m_hat = m / 0.1 = g, v_hat = v / 0.001 = g^2;
+    // p -= 0.1 * g / (|g| + 1e-8), i.e. about 0.1 * sign(g):
+    //   w1 = 1 - 0.1 * 0.5 / 0.50000001, w2 = -2 + 0.1 * 1 / 1.00000001, b = 0.5 - 0.1 * 0.25 / 0.25000001.
+    // Step 2 for w1: m = 0.9 * 0.05 + 0.1 * 0.1 = 0.055; v = 0.999 * 0.00025 + 0.001 * 0.01 = 0.00025975;
+    //   m_hat = 0.055 / (1 - 0.81) = 0.055 / 0.19; v_hat = 0.00025975 / (1 - 0.998001) = 0.00025975 / 0.001999.
+    // w2: m = 0.9 * -0.1 + 0.1 * 0.2 = -0.07; v = 0.999 * 0.001 + 0.001 * 0.04 = 0.001039.
+    // b:  m = 0.9 * 0.025 + 0.1 * -0.5 = -0.0275; v = 0.999 * 0.0000625 + 0.001 * 0.25 = 0.0003124375.
+    let w1a = 1.0 - 0.1 * 0.5 / 0.50000001;
+    let w2a = -2.0 + 0.1 * 1.0 / 1.00000001;
+    let ba = 0.5 - 0.1 * 0.25 / 0.25000001;
+    let upd = |m: f64, v: f64| 0.1 * (m / 0.19) / ((v / 0.001999f64).sqrt() + 1e-8);
+    let (s1, s2) = run(OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 });
+    assert_close(s1, [w1a, w2a, ba]);
+    assert_close(s2, [w1a - upd(0.055, 0.00025975), w2a - upd(-0.07, 0.001039), ba - upd(-0.0275, 0.0003124375)]);
+    // Spot value: w1 after step 2 is about 0.9 - 0.0803043 = 0.8196957.
+    assert!((s2[0] - 0.8196957).abs() < 1e-6);
+}
+
+#[test]
+fn rmsprop() {
+    // alpha = 0.9, eps = 1e-8.
+    // Step 1: v = 0.1 g^2 = [0.025, 0.1, 0.00625]; p -= 0.1 g / (sqrt(v) + eps):
+    //   w1 = 1 - 0.05 / (sqrt(0.025) + 1e-8) = 1 - 0.316227746... = 0.683772...
+    // Step 2: v = 0.9 v + 0.1 g2^2 = [0.0225 + 0.001, 0.09 + 0.004, 0.005625 + 0.025]
+    //   = [0.0235, 0.094, 0.030625]; p -= 0.1 g2 / (sqrt(v) + eps).
+    let w1 = 1.0 - 0.1 * 0.5 / (0.025f64.sqrt() + 1e-8);
+    let w2 = -2.0 + 0.1 * 1.0 / (0.1f64.sqrt() + 1e-8);
+    let b = 0.5 - 0.1 * 0.25 / (0.00625f64.sqrt() + 1e-8);
+    let (s1, s2) = run(OptimizerConfig::RmsProp { alpha: 0.9, epsilon: 1e-8 });
+    assert_close(s1, [w1, w2, b]);
+    assert_close(
+        s2,
+        [
+            w1 - 0.1 * 0.1 / (0.0235f64.sqrt() + 1e-8),
+            w2 - 0.1 * 0.2 / (0.094f64.sqrt() + 1e-8),
+            b + 0.1 * 0.5 / (0.030625f64.sqrt() + 1e-8),
+        ],
+    );
+    assert!((s1[0] - 0.683772234).abs() < 1e-6);
+}
+
+#[test]
+fn inactive_layers_are_not_updated() {
+    let (mut net, mut grads) = setup();
+    let before = net.clone();
+    set(&mut grads, G1);
+    grads.layers_mut()[0].set_active(false);
+    let mut opt = Optimizer::new(OptimizerConfig::adam(), &net).unwrap();
+    opt.step(&mut net, &grads, LR).unwrap();
+    assert!(net.bit_identical(&before));
+}
+
+#[test]
+fn bad_config_and_mismatched_state_are_errors() {
+    let (net, _) = setup();
+    assert!(Optimizer::new(OptimizerConfig::Momentum { momentum: 1.5, nesterov: false }, &net).is_err());
+    assert!(Optimizer::new(OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, epsilon: 0.0 }, &net).is_err());
+    let bad = OptimizerState::<f64> { step: 3, first: vec![vec![0.0; 5]], second: vec![] };
+    assert!(Optimizer::from_state(OptimizerConfig::Momentum { momentum: 0.9, nesterov: false }, bad, &net).is_err());
+    let json = r#"{"kind":"momentum","momentum":0.9}"#;
+    let cfg: OptimizerConfig = serde_json::from_str(json).unwrap();
+    assert_eq!(cfg, OptimizerConfig::Momentum { momentum: 0.9, nesterov: false });
+}
