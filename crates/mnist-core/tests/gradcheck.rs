@@ -1,4 +1,5 @@
 //! Finite-difference checks of whole-network backpropagation in f64.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic, like tests
 
 use mnist_core::gradcheck::check_network;
 use mnist_core::{

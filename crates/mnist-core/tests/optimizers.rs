@@ -3,6 +3,7 @@
 //! Setup shared by every test: one layer 2 -> 1 (identity-free: the optimizer never looks at
 //! activations), parameters `w = [1.0, -2.0]`, `b = 0.5`, learning rate 0.1, gradients
 //! `g1 = (w: [0.5, -1.0], b: 0.25)` at step 1 and `g2 = (w: [0.1, 0.2], b: -0.5)` at step 2.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic, like tests
 
 use mnist_core::{
     Activation, Architecture, Dense, Gradients, Network, Optimizer, OptimizerConfig, OptimizerState, OutputHead,

@@ -1,4 +1,5 @@
 //! End-to-end behaviour: learning works, runs are reproducible and resumable bit for bit.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic, like tests
 
 mod common;
 

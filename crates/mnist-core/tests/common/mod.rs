@@ -1,5 +1,5 @@
 //! Shared helpers for the integration tests: synthetic data and a minimal training loop.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // shared by several test crates; may panic like tests
 
 use faer::Par;
 use mnist_core::{
