@@ -1,4 +1,95 @@
-//! `cargo xtask`: project chores.
-fn main() {
-    println!("xtask: not yet implemented");
+//! `cargo xtask`: project chores. See `cargo xtask --help`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use xtask::{reproduce, workspace_root};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "mnist-rs project chores")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Rerun a published reference experiment (or `all`) and compare with the published value.
+    Reproduce {
+        /// A reference name, or `all`: two-layer-sigmoid, two-layer-sigmoid-l2, adam-dropout,
+        /// three-layer-relu, one-hidden-relu (with its frozen variant), deep-mse,
+        /// deep-mse-plateau.
+        name: String,
+        /// Short runs (a few thousand examples, 1-2 epochs) to check the pipeline; bands
+        /// are not judged.
+        #[arg(long)]
+        quick: bool,
+        /// Threads for the matrix products (default: all cores). Results do not depend on it.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Where run directories go.
+        #[arg(long, default_value_os_t = workspace_root().join("results"))]
+        results: PathBuf,
+        /// No progress bars or per-epoch lines.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Reproduce {
+            name,
+            quick,
+            threads,
+            results,
+            quiet,
+        } => {
+            let selected = reproduce::select(&name)?;
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let settings = reproduce::Settings {
+                quick,
+                threads,
+                results_dir: results.clone(),
+                configs_dir: workspace_root().join("configs"),
+                quiet,
+            };
+            let outcomes = reproduce::run(&selected, &settings)?;
+            let table = reproduce::table(&outcomes, &results);
+            println!("{table}");
+            if name == "all" {
+                let summary = results.join("SUMMARY.md");
+                std::fs::write(&summary, reproduce::summary_markdown(&table, &settings))?;
+                println!("written {}", summary.display());
+            }
+            let failed = outcomes.iter().any(|o| o.passed() == Some(false));
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
 }

@@ -4,6 +4,7 @@
 //! printing live here, the work itself in `mnist-dataset`, `mnist-core` and `mnist-train`.
 //! Exit codes: 0 ok, 1 runtime failure, 2 usage error (clap's own).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
     match run(cli) {

@@ -1,0 +1,510 @@
+//! The training loop: mini-batches through mnist-core, evaluation per epoch, checkpoints,
+//! early stopping, divergence detection, and the run directory at the end.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use mnist_core::faer::Par;
+use mnist_core::rand_chacha::ChaCha8Rng;
+use mnist_core::{Gradients, Network, Optimizer, RngState, Workspace, compute_gradients, evaluate};
+use mnist_dataset::Dataset;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, RunState};
+use crate::config::{ExperimentConfig, Shuffle, SplitName, StopMetric};
+use crate::confusion::ConfusionMatrix;
+use crate::data::{PreparedData, core_preprocessing};
+use crate::error::TrainError;
+use crate::metrics::{EpochMetrics, SplitMetrics};
+use crate::report;
+
+/// File names inside a run directory.
+pub mod files {
+    pub const CONFIG: &str = "config.json";
+    pub const METRICS_JSON: &str = "metrics.json";
+    pub const METRICS_CSV: &str = "metrics.csv";
+    pub const MODEL: &str = "model.safetensors";
+    pub const BEST_MODEL: &str = "best_model.safetensors";
+    pub const CHECKPOINT: &str = "checkpoint.safetensors";
+    pub const CONFUSION: &str = "confusion.csv";
+    pub const LOSS_PLOT: &str = "loss.png";
+    pub const ACCURACY_PLOT: &str = "accuracy.png";
+}
+
+/// How to run (as opposed to what to run, which is the config).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The run directory; created if missing.
+    pub out_dir: PathBuf,
+    /// Continue from this checkpoint instead of starting afresh.
+    pub resume: Option<PathBuf>,
+    /// Threads for the matrix products (1 = sequential). Results do not depend on it.
+    pub threads: usize,
+    /// No progress bar and no per-epoch log lines.
+    pub quiet: bool,
+    /// Set (e.g. by a Ctrl-C handler) to stop at the next batch boundary with a checkpoint.
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+impl RunOptions {
+    pub fn new(out_dir: impl Into<PathBuf>) -> Self {
+        RunOptions {
+            out_dir: out_dir.into(),
+            resume: None,
+            threads: 1,
+            quiet: true,
+            interrupt: None,
+        }
+    }
+}
+
+/// The final results of a finished run (written as `metrics.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub experiment: String,
+    /// Accuracy on the test set of the final (or best, with early stopping) model.
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    /// The same model on the training and validation splits.
+    pub train: SplitMetrics,
+    pub validation: Option<SplitMetrics>,
+    /// Recall per digit on the test set (`None` for a digit absent from it).
+    pub per_class_accuracy: Vec<Option<f64>>,
+    pub confusion: ConfusionMatrix,
+    pub epochs_completed: usize,
+    pub stopped_early: bool,
+    pub best_epoch: Option<usize>,
+    /// Seconds spent in training steps (evaluation excluded), over all epochs.
+    pub train_seconds: f64,
+    /// Wall time of this invocation, in seconds.
+    pub wall_seconds: f64,
+    pub threads: usize,
+    pub history: Vec<EpochMetrics>,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub enum RunOutcome {
+    Finished(Box<RunSummary>),
+    /// Stopped by the interrupt flag; the checkpoint continues it exactly.
+    Interrupted {
+        checkpoint: PathBuf,
+        epoch: usize,
+        batch: usize,
+    },
+}
+
+fn par_for(threads: usize) -> Par {
+    if threads <= 1 {
+        Par::Seq
+    } else {
+        Par::rayon(threads)
+    }
+}
+
+/// RNG streams derived from the config seed: one per purpose, so changing one use (e.g.
+/// dropout on or off) does not change another (init, shuffling).
+fn rng_stream(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+const INIT_STREAM: u64 = 0;
+const SHUFFLE_STREAM: u64 = 1;
+const DROPOUT_STREAM: u64 = 2;
+
+fn eval_split(
+    net: &Network<f32>,
+    ws: &mut Workspace<f32>,
+    data: &Dataset,
+    loss: mnist_core::Loss,
+    par: Par,
+) -> Result<SplitMetrics, TrainError> {
+    let e = evaluate(net, ws, data.features(), data.labels(), loss, par)?;
+    Ok(SplitMetrics {
+        loss: e.mean_loss,
+        accuracy: e.accuracy,
+    })
+}
+
+/// Runs `config` on `data`. See [`RunOptions`] for resume, threads, progress and interrupt.
+pub fn run(
+    config: &ExperimentConfig,
+    data: &PreparedData,
+    opts: &RunOptions,
+) -> Result<RunOutcome, TrainError> {
+    let started = Instant::now();
+    config.validate("config")?;
+    let arch = config
+        .architecture()
+        .map_err(|e| TrainError::Core(e.into()))?;
+    let train_options = config.train_options();
+    let prep = core_preprocessing(&data.preprocessing);
+    let par = par_for(opts.threads);
+    let n = data.train.len();
+    let batch_size = config.training.batch_size.resolve(n);
+    let batches_per_epoch = n.div_ceil(batch_size);
+    let out = &opts.out_dir;
+    std::fs::create_dir_all(out).map_err(|source| TrainError::Write {
+        path: out.clone(),
+        source,
+    })?;
+    checkpoint::write_atomically(&out.join(files::CONFIG), config.to_json().as_bytes())?;
+
+    // Fresh state, or the checkpoint's.
+    let (mut net, mut optimizer, mut state) = match &opts.resume {
+        Some(path) => {
+            let ck = checkpoint::load(path)?;
+            if ck.state.architecture != arch || ck.state.optimizer != config.training.optimizer {
+                return Err(TrainError::Checkpoint {
+                    path: path.clone(),
+                    reason: format!(
+                        "it belongs to a different experiment ({}: {:?} with {:?}); this config trains {:?} with {:?}",
+                        ck.state.experiment,
+                        ck.state.architecture.sizes,
+                        ck.state.optimizer,
+                        arch.sizes,
+                        config.training.optimizer
+                    ),
+                });
+            }
+            tracing::info!(
+                "resuming {} from {} at epoch {}, batch {}",
+                config.name,
+                path.display(),
+                ck.state.epoch + 1,
+                ck.state.next_batch + 1
+            );
+            (ck.network, ck.optimizer, ck.state)
+        }
+        None => {
+            let mut init_rng = rng_stream(config.seed, INIT_STREAM);
+            let net = Network::<f32>::new(&arch, &config.layer_inits(), &mut init_rng)?;
+            let optimizer = Optimizer::new(config.training.optimizer, &net)?;
+            let state = RunState {
+                experiment: config.name.clone(),
+                architecture: arch.clone(),
+                preprocessing: prep,
+                optimizer: config.training.optimizer,
+                epoch: 0,
+                next_batch: 0,
+                global_step: 0,
+                optimizer_step: 0,
+                shuffle_rng: RngState::capture(&rng_stream(config.seed, SHUFFLE_STREAM)),
+                dropout_rng: RngState::capture(&rng_stream(config.seed, DROPOUT_STREAM)),
+                epoch_loss_sum: 0.0,
+                epoch_batches: 0,
+                epoch_seconds: 0.0,
+                history: Vec::new(),
+                best_epoch: None,
+                best_metric: None,
+                epochs_without_improvement: 0,
+            };
+            (net, optimizer, state)
+        }
+    };
+    let mut best_net: Option<Network<f32>> = match (&config.early_stopping, state.best_epoch) {
+        (Some(stop), Some(_)) if stop.restore_best => {
+            let path = out.join(files::BEST_MODEL);
+            Some(
+                mnist_core::load_model::<f32>(&path)
+                    .map_err(|e| TrainError::Checkpoint {
+                        path: path.clone(),
+                        reason: format!("the best model saved so far cannot be read: {e}"),
+                    })?
+                    .network,
+            )
+        }
+        _ => None,
+    };
+
+    let mut ws = net.workspace(batch_size);
+    let mut eval_ws = net.workspace(config.evaluation.batch_size);
+    let mut grads = Gradients::<f32>::new(&arch);
+    let mut dropout_rng = state.dropout_rng.restore();
+    let mut order: Vec<usize> = (0..n).collect();
+    let (mut x_buf, mut y_buf) = (
+        Vec::with_capacity(batch_size * data.train.dim()),
+        Vec::with_capacity(batch_size),
+    );
+    let show_bar = !opts.quiet && std::io::stderr().is_terminal();
+    let mut stopped_early = false;
+
+    while state.epoch < config.training.epochs && !stopped_early {
+        let epoch = state.epoch;
+        // The epoch's order comes from the shuffle RNG as it was at the epoch's start.
+        let mut shuffle_rng = state.shuffle_rng.restore();
+        if config.training.shuffle == Shuffle::EachEpoch {
+            order.iter_mut().enumerate().for_each(|(i, o)| *o = i);
+            order.shuffle(&mut shuffle_rng);
+        }
+        let bar = show_bar.then(|| epoch_bar(epoch, config.training.epochs, batches_per_epoch));
+        let epoch_started = Instant::now();
+        let seconds_before = state.epoch_seconds;
+        let mut lr = config.training.learning_rate;
+        for b in state.next_batch..batches_per_epoch {
+            let start = b * batch_size;
+            let len = batch_size.min(n - start);
+            let (x, y) = match config.training.shuffle {
+                Shuffle::Fixed => {
+                    let view = data.train.batch(start, len);
+                    (view.features, view.labels)
+                }
+                Shuffle::EachEpoch => {
+                    data.train
+                        .gather_into(&order[start..start + len], &mut x_buf, &mut y_buf);
+                    (&x_buf[..], &y_buf[..])
+                }
+            };
+            lr = config.training.schedule.lr_at(
+                config.training.learning_rate,
+                epoch as u64,
+                state.global_step,
+            );
+            let loss = compute_gradients(
+                &net,
+                &mut ws,
+                &mut grads,
+                x,
+                y,
+                len,
+                &train_options,
+                &mut dropout_rng,
+                par,
+            )?;
+            if !loss.is_finite() {
+                return Err(TrainError::Diverged {
+                    epoch: epoch + 1,
+                    batch: b + 1,
+                    loss,
+                });
+            }
+            optimizer.step(&mut net, &grads, lr)?;
+            state.global_step += 1;
+            state.epoch_loss_sum += loss;
+            state.epoch_batches += 1;
+            if let Some(bar) = &bar {
+                bar.inc(1);
+                if b % 16 == 0 {
+                    let secs = epoch_started.elapsed().as_secs_f64().max(1e-9);
+                    bar.set_message(format!(
+                        "loss {:.4}  {:.0} ex/s",
+                        state.epoch_loss_sum / state.epoch_batches as f64,
+                        ((b + 1 - state.next_batch.min(b)) * batch_size) as f64 / secs
+                    ));
+                }
+            }
+            if opts
+                .interrupt
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::SeqCst))
+                && b + 1 < batches_per_epoch
+            {
+                state.next_batch = b + 1;
+                state.epoch_seconds = seconds_before + epoch_started.elapsed().as_secs_f64();
+                state.dropout_rng = RngState::capture(&dropout_rng);
+                state.optimizer_step = optimizer.state().step;
+                let path = out.join(files::CHECKPOINT);
+                checkpoint::save(&path, &state, &net, &optimizer)?;
+                if let Some(bar) = bar {
+                    bar.abandon();
+                }
+                return Ok(RunOutcome::Interrupted {
+                    checkpoint: path,
+                    epoch: epoch + 1,
+                    batch: b + 1,
+                });
+            }
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let train_seconds = seconds_before + epoch_started.elapsed().as_secs_f64();
+
+        // Per-epoch evaluation.
+        let loss_kind = config.training.loss;
+        let wants = |s: SplitName| config.evaluation.every_epoch.contains(&s);
+        let train_m = wants(SplitName::Train)
+            .then(|| eval_split(&net, &mut eval_ws, &data.train, loss_kind, par))
+            .transpose()?;
+        let validation_m = match (&data.validation, wants(SplitName::Validation)) {
+            (Some(v), true) => Some(eval_split(&net, &mut eval_ws, v, loss_kind, par)?),
+            _ => None,
+        };
+        let test_m = wants(SplitName::Test)
+            .then(|| eval_split(&net, &mut eval_ws, &data.test, loss_kind, par))
+            .transpose()?;
+        let metrics = EpochMetrics {
+            epoch: epoch + 1,
+            learning_rate: lr,
+            mean_batch_loss: state.epoch_loss_sum / state.epoch_batches.max(1) as f64,
+            summed_batch_loss: state.epoch_loss_sum,
+            train: train_m,
+            validation: validation_m,
+            test: test_m,
+            train_seconds,
+            examples_per_second: n as f64 / train_seconds.max(1e-9),
+        };
+        if !opts.quiet {
+            tracing::info!("{}", describe_epoch(&metrics, config.training.epochs));
+        }
+        state.history.push(metrics);
+
+        // Early stopping on a validation metric.
+        if let (Some(stop), Some(v)) = (&config.early_stopping, validation_m) {
+            let (value, better) = match stop.metric {
+                StopMetric::ValidationLoss => {
+                    (v.loss, state.best_metric.is_none_or(|b| v.loss < b))
+                }
+                StopMetric::ValidationAccuracy => {
+                    (v.accuracy, state.best_metric.is_none_or(|b| v.accuracy > b))
+                }
+            };
+            if better {
+                state.best_metric = Some(value);
+                state.best_epoch = Some(epoch + 1);
+                state.epochs_without_improvement = 0;
+                if stop.restore_best {
+                    save_model(&out.join(files::BEST_MODEL), &net, &prep)?;
+                    best_net = Some(net.clone());
+                }
+            } else {
+                state.epochs_without_improvement += 1;
+                stopped_early = state.epochs_without_improvement >= stop.patience;
+            }
+        }
+
+        state.epoch += 1;
+        state.next_batch = 0;
+        state.epoch_loss_sum = 0.0;
+        state.epoch_batches = 0;
+        state.epoch_seconds = 0.0;
+        state.shuffle_rng = RngState::capture(&shuffle_rng);
+        state.dropout_rng = RngState::capture(&dropout_rng);
+        state.optimizer_step = optimizer.state().step;
+        let every = config.checkpoint.every_epochs;
+        if every > 0 && (state.epoch % every == 0 || state.epoch == config.training.epochs) {
+            checkpoint::save(&out.join(files::CHECKPOINT), &state, &net, &optimizer)?;
+        }
+    }
+
+    // The model to report: the best one if early stopping keeps it, else the last.
+    let final_net = match (&config.early_stopping, best_net) {
+        (Some(stop), Some(best)) if stop.restore_best => best,
+        _ => net,
+    };
+    let loss_kind = config.training.loss;
+    let test = eval_split(&final_net, &mut eval_ws, &data.test, loss_kind, par)?;
+    let train = eval_split(&final_net, &mut eval_ws, &data.train, loss_kind, par)?;
+    let validation = data
+        .validation
+        .as_ref()
+        .map(|v| eval_split(&final_net, &mut eval_ws, v, loss_kind, par))
+        .transpose()?;
+    let confusion = confusion_matrix(&final_net, &mut eval_ws, &data.test, par)?;
+    let summary = RunSummary {
+        experiment: config.name.clone(),
+        test_accuracy: test.accuracy,
+        test_loss: test.loss,
+        train,
+        validation,
+        per_class_accuracy: confusion.per_class_accuracy(),
+        confusion,
+        epochs_completed: state.epoch,
+        stopped_early,
+        best_epoch: state.best_epoch,
+        train_seconds: state.history.iter().map(|m| m.train_seconds).sum(),
+        wall_seconds: started.elapsed().as_secs_f64(),
+        threads: opts.threads,
+        history: state.history.clone(),
+    };
+    write_outputs(out, config, &summary, &final_net, &prep)?;
+    Ok(RunOutcome::Finished(Box::new(summary)))
+}
+
+fn save_model(
+    path: &Path,
+    net: &Network<f32>,
+    prep: &mnist_core::Preprocessing,
+) -> Result<(), TrainError> {
+    mnist_core::save_model(path, net, prep).map_err(|e| TrainError::Model {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
+}
+
+/// Test-set confusion matrix of `net`.
+pub fn confusion_matrix(
+    net: &Network<f32>,
+    ws: &mut Workspace<f32>,
+    data: &Dataset,
+    par: Par,
+) -> Result<ConfusionMatrix, TrainError> {
+    let mut cm = ConfusionMatrix::new(net.outputs());
+    let mut predicted = vec![0u8; ws.max_batch()];
+    for batch in data.batches(ws.max_batch()) {
+        let out = net.forward(ws, batch.features, batch.len(), par)?;
+        let pred = &mut predicted[..batch.len()];
+        out.predictions_into(pred);
+        cm.add_batch(batch.labels, pred)
+            .map_err(|e| TrainError::Core(mnist_core::CoreError::BadOptions(e.to_string())))?;
+    }
+    Ok(cm)
+}
+
+fn write_outputs(
+    out: &Path,
+    config: &ExperimentConfig,
+    summary: &RunSummary,
+    net: &Network<f32>,
+    prep: &mnist_core::Preprocessing,
+) -> Result<(), TrainError> {
+    save_model(&out.join(files::MODEL), net, prep)?;
+    let json = serde_json::to_string_pretty(summary).unwrap_or_default();
+    checkpoint::write_atomically(&out.join(files::METRICS_JSON), json.as_bytes())?;
+    report::write_metrics_csv(out.join(files::METRICS_CSV), &summary.history)?;
+    report::write_confusion_csv(out.join(files::CONFUSION), &summary.confusion)?;
+    report::plot_loss(out.join(files::LOSS_PLOT), &config.name, &summary.history)?;
+    report::plot_accuracy(
+        out.join(files::ACCURACY_PLOT),
+        &config.name,
+        &summary.history,
+    )?;
+    Ok(())
+}
+
+fn epoch_bar(epoch: usize, epochs: usize, batches: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(batches as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "epoch {prefix} [{bar:30}] {pos}/{len} batches  {msg}  eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(format!("{}/{epochs}", epoch + 1));
+    bar
+}
+
+fn describe_epoch(m: &EpochMetrics, epochs: usize) -> String {
+    let mut s = format!(
+        "epoch {}/{epochs}: batch loss {:.4}, lr {:.4e}, {:.1} s, {:.0} ex/s",
+        m.epoch, m.mean_batch_loss, m.learning_rate, m.train_seconds, m.examples_per_second
+    );
+    for (name, split) in [
+        ("train", m.train),
+        ("validation", m.validation),
+        ("test", m.test),
+    ] {
+        if let Some(v) = split {
+            s.push_str(&format!(
+                "; {name} loss {:.4} acc {:.4}",
+                v.loss, v.accuracy
+            ));
+        }
+    }
+    s
+}
