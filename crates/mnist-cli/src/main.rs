@@ -2,21 +2,25 @@
 //!
 //! A thin clap front end over the library crates: argument parsing, logging set-up and
 //! printing live here, the work itself in `mnist-dataset`, `mnist-core` and `mnist-train`.
-//! Exit codes: 0 ok, 1 runtime failure, 2 usage error (clap's own).
+//! Exit codes: 0 ok, 1 runtime failure, 2 usage error (clap's own), 130 interrupted by
+//! Ctrl-C (after saving a checkpoint).
+
+mod commands;
+mod predict;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
-use mnist_dataset::DataSources;
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "mnist",
     version,
-    about = "Train and run fully connected networks on MNIST"
+    about = "Train and run fully connected networks on MNIST",
+    after_help = "Data lookup: --data-dir / MNIST_DATA_DIR, then the cache (MNIST_CACHE_DIR), \
+                  then the repository's data/mnist, then the mirrors (MNIST_MIRRORS)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -25,6 +29,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Train a network described by a JSON experiment config.
+    ///
+    /// Writes config.json, metrics.json, metrics.csv, model.safetensors, confusion.csv,
+    /// loss.png, accuracy.png and checkpoint.safetensors to the output directory. Ctrl-C
+    /// saves a checkpoint at the next batch and exits; --resume continues it exactly.
+    Train(TrainArgs),
+    /// Evaluate a saved model on the test or training set: accuracy, loss, confusion matrix.
+    Eval(EvalArgs),
+    /// Classify image files (PNG, JPEG, BMP) or folders of them with a saved model.
+    Predict(predict::PredictArgs),
     /// Fetch and verify the four MNIST files ahead of time.
     ///
     /// Files already present and verified are kept; the rest come from the usual lookup
@@ -34,6 +48,59 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Show what a config, model or checkpoint file contains, after validating it.
+    Inspect {
+        /// A .json experiment config, a model.safetensors or a checkpoint.safetensors.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct TrainArgs {
+    /// The experiment config (see configs/ for examples).
+    config: PathBuf,
+    /// Output directory [default: runs/<experiment name>].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Continue from this checkpoint (written by an earlier run of the same config).
+    #[arg(long, value_name = "CHECKPOINT")]
+    resume: Option<PathBuf>,
+    /// Override the number of epochs.
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// Override the seed.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Read MNIST only from this directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Threads for the matrix products [default: all cores]. Results do not depend on it.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// No progress bar or per-epoch lines; only the final summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SplitArg {
+    Test,
+    Train,
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    /// A model file written by `mnist train`.
+    model: PathBuf,
+    /// Which MNIST set to evaluate on.
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    split: SplitArg,
+    /// Read MNIST only from this directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Threads for the matrix products [default: all cores].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -47,34 +114,21 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command {
-        Command::Download { data_dir } => download(data_dir),
-    }
-}
-
-fn download(data_dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let sources = DataSources::from_env();
-    let dir = data_dir
-        .or_else(|| sources.cache_dir.clone())
-        .context("no directory to download into: pass --data-dir or set MNIST_CACHE_DIR")?;
-    let report = sources.download_to(&dir)?;
-    for (file, origin) in report {
-        let how = match origin {
-            mnist_dataset::Origin::Cache(_) => "already there".to_string(),
-            other => format!("from {other}"),
-        };
-        println!("{:<26} verified, {how}", file.file_name());
-    }
-    println!("all four MNIST files are in {}", dir.display());
-    Ok(())
+    let result = match cli.command {
+        Command::Train(args) => commands::train(args),
+        Command::Eval(args) => commands::eval(args).map(|()| ExitCode::SUCCESS),
+        Command::Predict(args) => predict::run(&args).map(|all_ok| {
+            if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }),
+        Command::Download { data_dir } => commands::download(data_dir).map(|()| ExitCode::SUCCESS),
+        Command::Inspect { file } => commands::inspect(&file).map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|err| {
+        eprintln!("error: {err:#}");
+        ExitCode::FAILURE
+    })
 }

@@ -1,0 +1,296 @@
+//! The subcommands other than `predict`: each parses nothing itself (clap did), calls the
+//! libraries, and prints for a person.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, bail};
+use mnist_core::faer::Par;
+use mnist_core::{Loss, OutputHead, evaluate};
+use mnist_dataset::{DataSources, Origin, Split, load_split};
+use mnist_train::trainer::{self, RunSummary};
+use mnist_train::{ExperimentConfig, RunOptions, RunOutcome, checkpoint};
+
+use crate::{EvalArgs, SplitArg, TrainArgs};
+
+/// The user's data sources, with `--data-dir` taking precedence over everything.
+fn sources(data_dir: Option<PathBuf>) -> DataSources {
+    let mut sources = DataSources::from_env();
+    if data_dir.is_some() {
+        sources.data_dir = data_dir;
+    }
+    sources
+}
+
+fn threads(requested: Option<usize>) -> usize {
+    requested
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
+fn par(threads: usize) -> Par {
+    if threads <= 1 {
+        Par::Seq
+    } else {
+        Par::rayon(threads)
+    }
+}
+
+pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+    let file = args.config.display().to_string();
+    let mut config = ExperimentConfig::load(&args.config)?;
+    if let Some(epochs) = args.epochs {
+        config.training.epochs = epochs;
+    }
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    config.validate(&file)?;
+    let data = mnist_train::prepare(&config, &sources(args.data_dir))?;
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = interrupt.clone();
+    ctrlc::set_handler(move || {
+        flag.store(true, Ordering::SeqCst);
+        eprintln!("\ninterrupted: saving a checkpoint at the next batch boundary...");
+    })
+    .context("installing the Ctrl-C handler")?;
+    let threads = threads(args.threads);
+    let opts = RunOptions {
+        out_dir: out.clone(),
+        resume: args.resume,
+        threads,
+        quiet: args.quiet,
+        interrupt: Some(interrupt),
+    };
+    match mnist_train::run(&config, &data, &opts)? {
+        RunOutcome::Finished(summary) => {
+            print_summary(&summary, &out);
+            Ok(ExitCode::SUCCESS)
+        }
+        RunOutcome::Interrupted {
+            checkpoint,
+            epoch,
+            batch,
+        } => {
+            eprintln!(
+                "stopped in epoch {epoch} after batch {batch}; continue with:\n  mnist train {} --out {} --resume {}",
+                args.config.display(),
+                out.display(),
+                checkpoint.display()
+            );
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+fn print_summary(s: &RunSummary, out: &Path) {
+    let stop = if s.stopped_early {
+        format!(" (stopped early; best epoch {})", s.best_epoch.unwrap_or(0))
+    } else {
+        String::new()
+    };
+    println!("experiment   {}", s.experiment);
+    println!("epochs       {}{stop}", s.epochs_completed);
+    println!("             {:>10}  {:>9}", "loss", "accuracy");
+    println!(
+        "train        {:>10.4}  {:>9.4}",
+        s.train.loss, s.train.accuracy
+    );
+    if let Some(v) = s.validation {
+        println!("validation   {:>10.4}  {:>9.4}", v.loss, v.accuracy);
+    }
+    println!(
+        "test         {:>10.4}  {:>9.4}",
+        s.test_loss, s.test_accuracy
+    );
+    let examples: f64 = s
+        .history
+        .iter()
+        .map(|m| m.examples_per_second * m.train_seconds)
+        .sum();
+    println!(
+        "train time   {:.1} s ({:.0} examples/s, {} thread(s))",
+        s.train_seconds,
+        examples / s.train_seconds.max(1e-9),
+        s.threads
+    );
+    println!("outputs      {}", out.display());
+}
+
+pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
+    let saved = mnist_core::load_model::<f32>(&args.model)?;
+    let split = match args.split {
+        SplitArg::Test => Split::Test,
+        SplitArg::Train => Split::Train,
+    };
+    let images = load_split(&sources(args.data_dir), split)?;
+    let p = saved.preprocessing;
+    let prep = mnist_dataset::Preprocessing {
+        scale: p.scale as f32,
+        mean: p.mean as f32,
+        std: p.std as f32,
+    };
+    let data = images.to_dataset(None, &prep)?;
+    let net = &saved.network;
+    if net.inputs() != data.dim() {
+        bail!(
+            "{}: the model takes {} inputs, MNIST images have {}",
+            args.model.display(),
+            net.inputs(),
+            data.dim()
+        );
+    }
+    // The loss each head is trained with in this project.
+    let (loss, loss_name) = match net.architecture().output {
+        OutputHead::Softmax => (Loss::CrossEntropy, "cross-entropy"),
+        OutputHead::Sigmoid => (Loss::MeanSquaredError, "squared error"),
+    };
+    let par = par(threads(args.threads));
+    let mut ws = net.workspace(1000);
+    let e = evaluate(net, &mut ws, data.features(), data.labels(), loss, par)?;
+    let cm = trainer::confusion_matrix(net, &mut ws, &data, par)?;
+    println!("model      {}", args.model.display());
+    println!("split      {:?} ({} images)", split, data.len());
+    println!(
+        "accuracy   {:.4} ({} of {})",
+        e.accuracy, e.correct, e.examples
+    );
+    println!("loss       {:.4} (mean {loss_name})", e.mean_loss);
+    println!("\nconfusion matrix (rows: true digit, columns: predicted)");
+    print!("     ");
+    (0..cm.classes()).for_each(|c| print!("{c:>6}"));
+    println!("  accuracy");
+    for (t, row) in cm.counts().iter().enumerate() {
+        print!("{t:>4} ");
+        row.iter().for_each(|n| print!("{n:>6}"));
+        match cm.per_class_accuracy().get(t).copied().flatten() {
+            Some(a) => println!("  {a:.4}"),
+            None => println!("  -"),
+        }
+    }
+    Ok(())
+}
+
+pub fn download(data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let sources = DataSources::from_env();
+    let dir = data_dir
+        .or_else(|| sources.cache_dir.clone())
+        .context("no directory to download into: pass --data-dir or set MNIST_CACHE_DIR")?;
+    let report = sources.download_to(&dir)?;
+    for (file, origin) in report {
+        let how = match origin {
+            Origin::Cache(_) => "already there".to_string(),
+            other => format!("from {other}"),
+        };
+        println!("{:<26} verified, {how}", file.file_name());
+    }
+    println!("all four MNIST files are in {}", dir.display());
+    Ok(())
+}
+
+/// The `format` entry of a safetensors file's metadata, if it has one.
+fn safetensors_format(bytes: &[u8]) -> Option<String> {
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let header = bytes.get(8..8usize.checked_add(usize::try_from(len).ok()?)?)?;
+    let json: serde_json::Value = serde_json::from_slice(header).ok()?;
+    Some(
+        json.get("__metadata__")?
+            .get("format")?
+            .as_str()?
+            .to_string(),
+    )
+}
+
+pub fn inspect(file: &Path) -> anyhow::Result<()> {
+    if file.extension().is_some_and(|e| e == "json") {
+        let c = ExperimentConfig::load(file)?;
+        let arch = c.architecture()?;
+        println!("experiment config (valid): {}", file.display());
+        println!("name          {}", c.name);
+        if !c.description.is_empty() {
+            println!("description   {}", c.description);
+        }
+        println!("layers        {:?}", arch.sizes);
+        println!(
+            "activations   {:?} -> {:?}",
+            arch.hidden_activations, arch.output
+        );
+        println!("parameters    {}", arch.num_params());
+        println!(
+            "data          {:?}, {:?}",
+            c.data.split, c.data.normalization
+        );
+        println!("train size    {}", c.train_size());
+        println!(
+            "training      {:?} with {:?}, lr {}, {:?}, l2 {}",
+            c.training.loss,
+            c.training.optimizer,
+            c.training.learning_rate,
+            c.training.schedule.decay,
+            c.training.l2
+        );
+        println!(
+            "              batch {:?}, shuffle {:?}, {} epochs, seed {}",
+            c.training.batch_size, c.training.shuffle, c.training.epochs, c.seed
+        );
+        return Ok(());
+    }
+    let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
+    match safetensors_format(&bytes).as_deref() {
+        Some(checkpoint::FORMAT) => {
+            let ck = checkpoint::from_bytes(&bytes)
+                .map_err(|reason| anyhow::anyhow!("{}: {reason}", file.display()))?;
+            let s = &ck.state;
+            println!("checkpoint (checksum verified): {}", file.display());
+            println!("experiment    {}", s.experiment);
+            println!("layers        {:?}", s.architecture.sizes);
+            if s.next_batch == 0 {
+                println!(
+                    "position      {} epoch(s) complete ({} steps taken)",
+                    s.epoch, s.global_step
+                );
+            } else {
+                println!(
+                    "position      epoch {}, before batch {} ({} steps taken)",
+                    s.epoch + 1,
+                    s.next_batch + 1,
+                    s.global_step
+                );
+            }
+            println!("optimizer     {:?}", s.optimizer);
+            if let Some(m) = s.history.last() {
+                println!(
+                    "last epoch    {}: batch loss {:.4}{}",
+                    m.epoch,
+                    m.mean_batch_loss,
+                    m.validation
+                        .map(|v| format!(", validation accuracy {:.4}", v.accuracy))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        _ => {
+            let saved = mnist_core::from_safetensors_bytes::<f32>(&bytes)
+                .with_context(|| format!("{}: not a valid model or checkpoint", file.display()))?;
+            let arch = saved.network.architecture();
+            println!("model (valid): {}", file.display());
+            println!("layers        {:?}", arch.sizes);
+            println!(
+                "activations   {:?} -> {:?}",
+                arch.hidden_activations, arch.output
+            );
+            println!("parameters    {}", arch.num_params());
+            let p = saved.preprocessing;
+            println!(
+                "preprocessing x = (pixel * {:.6} - {:.6}) / {:.6}",
+                p.scale, p.mean, p.std
+            );
+        }
+    }
+    Ok(())
+}
