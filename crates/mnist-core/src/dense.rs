@@ -84,13 +84,23 @@ impl<T: Float> Dense<T> {
         for row in out.chunks_exact_mut(self.outputs) {
             row.copy_from_slice(&self.bias);
         }
-        matmul(
+        gemm(
             MatMut::from_row_major_slice_mut(out, batch, self.outputs),
             Accum::Add,
             MatRef::from_row_major_slice(x, batch, self.inputs),
             self.weight().transpose(),
-            T::from_f64(1.0),
             par,
         );
     }
+}
+
+/// `dst (=|+=) lhs * rhs` through faer, with results that never depend on `par`.
+///
+/// faer's matrix-matrix kernels split the work by output tiles, so each entry is reduced in the
+/// same order on any thread count. Its parallel matrix-*vector* kernel (taken when `dst` has a
+/// single row or column, e.g. a batch of one) instead splits the inner dimension across threads
+/// and adds the partial sums, which changes the rounding; those products run sequentially.
+pub(crate) fn gemm<T: Float>(dst: MatMut<'_, T>, accum: Accum, lhs: MatRef<'_, T>, rhs: MatRef<'_, T>, par: Par) {
+    let par = if dst.nrows() <= 1 || dst.ncols() <= 1 { Par::Seq } else { par };
+    matmul(dst, accum, lhs, rhs, T::from_f64(1.0), par);
 }

@@ -84,6 +84,10 @@ impl OptimizerConfig {
 
 /// Everything an optimizer remembers between steps.
 ///
+/// JSON (serde_json, with the `float_roundtrip` feature this crate enables) restores every
+/// finite value bit for bit; NaN and infinities (a diverged run) serialize as `null` and fail
+/// to load with an error.
+///
 /// Buffers are indexed per parameter tensor: `2 l` is layer `l`'s weight (row-major `[out, in]`),
 /// `2 l + 1` its bias. Unused buffers are empty. Momentum keeps its velocity in `first`,
 /// RMSprop its squared average in `second`.

@@ -206,9 +206,8 @@ mod tests {
 
     #[test]
     fn cosine() {
-        // total 10, min 0.01, base 0.11: t=0 -> 0.11; t=5 -> 0.01 + 0.1*0.5 = 0.06;
-        // t=10 and beyond -> 0.01; t=2.5/10 of pi... t=10/4? use t=5 and t=10 plus
-        // t=2: cos(0.2 pi) = 0.809016994..., 0.01 + 0.05 * 1.809016994 = 0.1004508497.
+        // total 10, min 0.01, base 0.11: t=0 -> 0.11; t=5 -> 0.01 + 0.1 * 0.5 = 0.06;
+        // t >= 10 -> 0.01; t=2: cos(0.2 pi) = 0.809016994..., 0.01 + 0.05 * 1.809016994 = 0.1004508497.
         let s = Schedule::new(Decay::Cosine { total: 10, min_lr: 0.01 }, Unit::Epoch);
         close(s.lr_at(0.11, 0, 0), 0.11);
         close(s.lr_at(0.11, 5, 0), 0.06);

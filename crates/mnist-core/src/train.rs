@@ -1,12 +1,12 @@
 //! Training-mode forward + loss + backpropagation into preallocated gradients, and evaluation.
 
-use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::dense::gemm;
 use crate::network::TrainPass;
-use crate::{Architecture, CoreError, Float, Loss, Network, Workspace};
+use crate::{Architecture, CoreError, Float, Loss, Network, Optimizer, Workspace};
 
 /// What a training step computes besides the plain forward pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,8 +162,10 @@ impl<T: Float> Gradients<T> {
 /// * Writes the gradient of the returned loss into `grads` (frozen layers are marked inactive).
 ///
 /// Returns the batch loss: the mean data loss **plus** the L2 term `lambda * sum ||W||^2`.
-/// Does not allocate. Element-wise work is sequential and every reduction has a fixed order, so
-/// results do not depend on `par` as long as faer's GEMM does not (it splits by output tile).
+///
+/// Does not allocate. Element-wise work is sequential, every reduction has a fixed order and
+/// matrix products are only parallelised where faer splits by output tile, so the results are
+/// bit-identical for any `par`.
 #[allow(clippy::too_many_arguments)]
 pub fn compute_gradients<T: Float>(
     net: &Network<T>,
@@ -198,7 +200,6 @@ pub fn compute_gradients<T: Float>(
         None => 0.0,
     };
 
-    let one = T::from_f64(1.0);
     let zero = T::from_f64(0.0);
     for g in grads.layers.iter_mut() {
         g.active = false;
@@ -218,12 +219,11 @@ pub fn compute_gradients<T: Float>(
                 None => x,
             };
             // dW = delta^T X : [out, batch] x [batch, in].
-            matmul(
+            gemm(
                 MatMut::from_row_major_slice_mut(&mut g.weight, out, inp),
                 Accum::Replace,
                 MatRef::from_row_major_slice(delta, batch, out).transpose(),
                 MatRef::from_row_major_slice(input, batch, inp),
-                one,
                 par,
             );
             // db = column sums of delta, rows in order (fixed reduction order).
@@ -238,12 +238,11 @@ pub fn compute_gradients<T: Float>(
         {
             // delta_{l-1} = (delta W) * f'(z_{l-1}) * mask.
             let pd = &mut p.delta[..batch * inp];
-            matmul(
+            gemm(
                 MatMut::from_row_major_slice_mut(pd, batch, inp),
                 Accum::Replace,
                 MatRef::from_row_major_slice(delta, batch, out),
                 layer.weight(),
-                one,
                 par,
             );
             pd.iter_mut().zip(&p.deriv[..batch * inp]).for_each(|(d, &f)| *d *= f);
@@ -252,6 +251,27 @@ pub fn compute_gradients<T: Float>(
 
     let l2_sum = if opts.l2 > 0.0 { apply_l2(net, grads, opts.l2) } else { 0.0 };
     Ok(data_loss + opts.l2 * l2_sum)
+}
+
+/// One optimisation step: [`compute_gradients`] then [`Optimizer::step`] with learning rate
+/// `lr`. Returns the batch loss (data + L2). Does not allocate.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step<T: Float>(
+    net: &mut Network<T>,
+    ws: &mut Workspace<T>,
+    grads: &mut Gradients<T>,
+    optimizer: &mut Optimizer<T>,
+    x: &[T],
+    labels: &[u8],
+    batch: usize,
+    opts: &TrainOptions,
+    lr: f64,
+    rng: &mut ChaCha8Rng,
+    par: Par,
+) -> Result<f64, CoreError> {
+    let loss = compute_gradients(net, ws, grads, x, labels, batch, opts, rng, par)?;
+    optimizer.step(net, grads, lr)?;
+    Ok(loss)
 }
 
 /// Adds `2 lambda W` to each active weight gradient and returns `sum ||W||^2` over all layers,

@@ -167,3 +167,23 @@ fn api_errors_instead_of_panics() {
     let mut ws2 = other.workspace(2);
     assert!(matches!(net.forward(&mut ws2, &x, 2, Par::Seq), Err(CoreError::BufferMismatch { .. })));
 }
+
+#[test]
+fn thread_count_does_not_change_single_example_batches() {
+    // A batch of one makes every product a matrix-vector product, where faer's parallel kernel
+    // splits the inner dimension across threads; the engine must keep those sequential.
+    let (x, y) = blobs(40, 784, 10, 0.5, 41);
+    let run = |par: Par| {
+        let mut r = Run::new(mlp(vec![784, 300, 300, 10], 42), 1, OptimizerConfig::Sgd, ce(), 43);
+        r.epochs(&x, &y, 1, 1, par);
+        r
+    };
+    let seq = run(Par::Seq);
+    let par = run(Par::rayon(2));
+    assert!(seq.net.bit_identical(&par.net), "batch-1 training diverged between Par::Seq and Par::rayon(2)");
+    let mut ws_a = seq.net.workspace(1);
+    let mut ws_b = seq.net.workspace(1);
+    let a = seq.net.forward(&mut ws_a, &x[..784], 1, Par::Seq).unwrap().logits_slice().to_vec();
+    let b = seq.net.forward(&mut ws_b, &x[..784], 1, Par::rayon(2)).unwrap().logits_slice().to_vec();
+    assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+}
