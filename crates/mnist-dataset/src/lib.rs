@@ -24,6 +24,7 @@
 //! ```
 
 pub mod dataset;
+pub mod digitize;
 pub mod error;
 pub mod files;
 pub mod idx;
