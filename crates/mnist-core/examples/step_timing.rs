@@ -17,14 +17,20 @@ fn main() -> Result<(), CoreError> {
     let n = 4096;
     let x: Vec<f32> = (0..n * 784).map(|_| rng.random_range(0.0..1.0)).collect();
     let y: Vec<u8> = (0..n).map(|_| rng.random_range(0..10)).collect();
-    for (sizes, batch) in [(vec![784, 100, 10], 64), (vec![784, 100, 10], 128), (vec![784, 256, 128, 10], 128)] {
+    let configs = [
+        (vec![784, 100, 10], 64, OptimizerConfig::Sgd),
+        (vec![784, 100, 10], 64, OptimizerConfig::adam()),
+        (vec![784, 100, 10], 128, OptimizerConfig::adam()),
+        (vec![784, 256, 128, 10], 128, OptimizerConfig::adam()),
+    ];
+    for (sizes, batch, config) in configs {
         for (name, par) in [("seq", Par::Seq), ("rayon(2)", Par::rayon(2))] {
             let arch = Architecture::uniform(sizes.clone(), Activation::Relu, OutputHead::Softmax)?;
             let init = LayerInit::new(WeightInit::HeNormal, BiasInit::Zero);
             let mut net: Network<f32> = Network::new(&arch, &[init], &mut rng)?;
             let mut ws = net.workspace(batch);
             let mut grads = Gradients::new(&arch);
-            let mut opt = Optimizer::new(OptimizerConfig::adam(), &net)?;
+            let mut opt = Optimizer::new(config, &net)?;
             let opts = TrainOptions::new(Loss::CrossEntropy);
             let steps = n / batch;
             let mut run = |net: &mut Network<f32>| -> Result<(), CoreError> {
@@ -45,7 +51,11 @@ fn main() -> Result<(), CoreError> {
             let per_step = t.elapsed().as_secs_f64() / (reps * steps) as f64;
             let per_epoch = per_step * (60_000.0 / batch as f64);
             println!(
-                "{sizes:?} batch {batch:>3} {name:>8}: {:>7.1} us/step, {:>5.2} s per 60k-example epoch",
+                "{sizes:?} batch {batch:>3} {:>4} {name:>8}: {:>7.1} us/step, {:>5.2} s per 60k-example epoch",
+                match config {
+                    OptimizerConfig::Sgd => "sgd",
+                    _ => "adam",
+                },
                 per_step * 1e6,
                 per_epoch
             );

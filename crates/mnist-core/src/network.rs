@@ -71,9 +71,15 @@ impl<T: Float> Network<T> {
         &self.layers
     }
 
-    /// Mutable layers (shapes are fixed; values may be edited).
-    pub fn layers_mut(&mut self) -> &mut [Dense<T>] {
+    /// Crate-internal: whole layers could be replaced through this, breaking the shapes.
+    pub(crate) fn layers_mut(&mut self) -> &mut [Dense<T>] {
         &mut self.layers
+    }
+
+    /// Layer `l`'s weight (row-major `[out, in]`) and bias, mutably; the shapes stay fixed.
+    /// `None` if there is no layer `l`.
+    pub fn params_mut(&mut self, l: usize) -> Option<(&mut [T], &mut [T])> {
+        self.layers.get_mut(l).map(Dense::params_mut)
     }
 
     /// Number of dense layers.

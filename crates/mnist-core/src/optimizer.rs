@@ -219,11 +219,17 @@ fn update<T: Float>(cfg: OptimizerConfig, t: u64, lr: f64, p: &mut [T], g: &[T],
             let step = T::from_f64(lr / bc1);
             let inv_sqrt_bc2 = T::from_f64(1.0 / bc2.sqrt());
             let eps = T::from_f64(epsilon);
-            p.iter_mut().zip(g).zip(m.iter_mut().zip(v.iter_mut())).for_each(|((p, &g), (m, v))| {
-                *m = b1 * *m + c1 * g;
-                *v = b2 * *v + c2 * g * g;
-                *p -= step * *m / (v.sqrt() * inv_sqrt_bc2 + eps);
-            });
+            // Equal-length reslices let the compiler drop the indexed loop's bounds checks.
+            let n = p.len().min(g.len()).min(m.len()).min(v.len());
+            let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
+            for i in 0..n {
+                let gi = g[i];
+                let mi = b1 * m[i] + c1 * gi;
+                let vi = b2 * v[i] + c2 * gi * gi;
+                m[i] = mi;
+                v[i] = vi;
+                p[i] -= step * mi / (vi.sqrt() * inv_sqrt_bc2 + eps);
+            }
         }
         OptimizerConfig::RmsProp { alpha, epsilon } => {
             let a = T::from_f64(alpha);

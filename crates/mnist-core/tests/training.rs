@@ -187,3 +187,28 @@ fn thread_count_does_not_change_single_example_batches() {
     let b = seq.net.forward(&mut ws_b, &x[..784], 1, Par::rayon(2)).unwrap().logits_slice().to_vec();
     assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
 }
+
+#[test]
+fn evaluate_matches_one_big_forward_pass() {
+    let (x, y) = blobs(103, 12, 10, 0.8, 51);
+    let net = mlp(vec![12, 16, 10], 52);
+    let mut small = net.workspace(7); // 14 full batches and a partial one of 5
+    let mut big = net.workspace(103);
+    let a = evaluate(&net, &mut small, &x, &y, Loss::CrossEntropy, Par::Seq).unwrap();
+    let out = net.forward(&mut big, &x, 103, Par::Seq).unwrap();
+    let mut pred = vec![0u8; 103];
+    out.predictions_into(&mut pred);
+    let correct = pred.iter().zip(&y).filter(|(p, t)| p == t).count();
+    let loss = Loss::CrossEntropy.mean(
+        mnist_core::OutputHead::Softmax,
+        out.logits_slice(),
+        out.probabilities_slice(),
+        &y,
+        10,
+    );
+    assert_eq!(a.correct, correct);
+    assert_eq!(a.examples, 103);
+    assert!((a.accuracy - correct as f64 / 103.0).abs() < 1e-15);
+    assert!((a.mean_loss - loss).abs() < 1e-12, "{} vs {loss}", a.mean_loss);
+    assert_eq!(net.predict(&x, 103, Par::Seq).unwrap(), pred);
+}
