@@ -1,5 +1,6 @@
 //! `cargo xtask reproduce two-layer-sigmoid --quick` as a user runs it (the binary itself),
 //! on the real data, into a temporary results directory.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 use std::process::Command;
 

@@ -1,6 +1,7 @@
 //! Load + verify + decode of the 60k training set, warm from the cache (decompressed IDX
 //! files), on one core. Target: under 0.5 s. Also measured: the same from the repository's
 //! gzip copy (adds decompression), and the conversion to f32.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 use std::hint::black_box;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! Downloads against HTTP servers this test starts on 127.0.0.1: the real files served
 //! faithfully, and every way a mirror can fail. The cache must never hold an unverified file.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The real MNIST files: they load, verify and give the published class counts, from every
 //! kind of local source, in the documented lookup order.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The experiment schema: every reference config validates, round-trips, and every broken
 //! config is refused with one error naming its field, before any work.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 use std::path::PathBuf;
 
@@ -98,6 +99,9 @@ fn defaults_are_written_out_in_the_saved_copy() {
     }
 }
 
+/// A change to a config's JSON.
+type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+
 /// Applies `edit` to the reference config's JSON and returns the error.
 fn broken(edit: impl FnOnce(&mut serde_json::Value)) -> ConfigError {
     let mut v: serde_json::Value = serde_json::from_str(&reference_json()).unwrap();
@@ -152,7 +156,7 @@ fn wrong_types_are_refused_with_the_field_path() {
 
 #[test]
 fn impossible_values_are_refused_naming_the_field() {
-    let cases: Vec<(Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|v| v["training"]["learning_rate"] = (-1.0).into()),
             "training.learning_rate",

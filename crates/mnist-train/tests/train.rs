@@ -1,5 +1,6 @@
 //! Short runs on the real MNIST files: each reference recipe trains, outputs exist and parse,
 //! resume equals an uninterrupted run bit for bit, divergence is caught.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;

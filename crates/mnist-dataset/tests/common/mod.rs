@@ -1,5 +1,5 @@
 //! Test support: a fault-injecting HTTP/1.1 server on 127.0.0.1, and the real files.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
