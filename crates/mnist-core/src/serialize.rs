@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
@@ -170,7 +171,9 @@ pub fn save_model<T: Float>(path: impl AsRef<Path>, net: &Network<T>, preprocess
         .ok_or_else(|| err(ModelIoError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"))))?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    // Process id plus a per-process counter: concurrent saves never share a temporary file.
+    static SAVES: AtomicU64 = AtomicU64::new(0);
+    tmp_name.push(format!(".{}-{}.tmp", std::process::id(), SAVES.fetch_add(1, Ordering::Relaxed)));
     let tmp = dir.join(tmp_name);
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;

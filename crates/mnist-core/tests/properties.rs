@@ -70,3 +70,45 @@ proptest! {
         prop_assert_eq!(rng.random::<u64>(), restored.random::<u64>());
     }
 }
+
+fn gradients_bits(sizes: &[usize], batch: usize, seed: u64, par: faer::Par) -> Vec<u32> {
+    use mnist_core::{
+        Activation, Architecture, BiasInit, Gradients, LayerInit, Network, TrainOptions, WeightInit, compute_gradients,
+    };
+    let arch = Architecture::uniform(sizes.to_vec(), Activation::Tanh, OutputHead::Softmax).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let init = LayerInit::new(WeightInit::XavierUniform, BiasInit::Normal { mean: 0.0, std: 0.1 });
+    let net: Network<f32> = Network::new(&arch, &[init], &mut rng).unwrap();
+    let x: Vec<f32> = (0..batch * sizes[0]).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let classes = *sizes.last().unwrap() as u8;
+    let y: Vec<u8> = (0..batch).map(|_| rng.random_range(0..classes)).collect();
+    let mut ws = net.workspace(batch);
+    let mut grads = Gradients::new(&arch);
+    let opts = TrainOptions { keep_prob: vec![0.9; sizes.len() - 2], ..TrainOptions::new(Loss::CrossEntropy) };
+    let loss = compute_gradients(&net, &mut ws, &mut grads, &x, &y, batch, &opts, &mut rng, par).unwrap();
+    let mut bits = vec![(loss as f32).to_bits()];
+    for l in grads.layers() {
+        bits.extend(l.weight().iter().chain(l.bias()).map(|v| v.to_bits()));
+    }
+    bits
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Gradients are bit-identical on one thread and on two, over shapes that take faer's
+    /// matrix-vector, small-matrix and blocked GEMM paths.
+    #[test]
+    fn gradients_do_not_depend_on_thread_count(
+        inputs in prop_oneof![1usize..8, 200usize..400],
+        hidden in prop_oneof![1usize..8, 100usize..300],
+        outputs in 1usize..11,
+        batch in prop_oneof![Just(1usize), 2usize..9, 60usize..140],
+        seed in any::<u64>(),
+    ) {
+        let sizes = [inputs, hidden, hidden, outputs];
+        let seq = gradients_bits(&sizes, batch, seed, faer::Par::Seq);
+        let par = gradients_bits(&sizes, batch, seed, faer::Par::rayon(2));
+        prop_assert!(seq == par, "sizes {:?} batch {}", sizes, batch);
+    }
+}
