@@ -1,0 +1,183 @@
+//! The `mnist` binary end to end, as a user runs it: train a quick config, evaluate and
+//! inspect what it wrote, stop it with Ctrl-C and resume, and every bad input with its
+//! message and exit code.
+
+use mnist_e2e::{mnist, mnist_command, quick_config, text, write_config};
+
+#[test]
+fn train_then_eval_then_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &quick_config("adam_dropout.json", 6000, 2));
+    let run = dir.path().join("run");
+    let out = mnist(&[
+        "train",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--quiet",
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let test_line = stdout
+        .lines()
+        .find(|l| l.starts_with("test "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let accuracy: f64 = test_line
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        accuracy > 0.85,
+        "quick adam-dropout reached only {accuracy}:\n{stdout}"
+    );
+
+    let model = run.join("model.safetensors");
+    let out = mnist(&["eval", model.to_str().unwrap()]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("10000 images") && stdout.contains("confusion matrix"),
+        "{stdout}"
+    );
+    let eval_accuracy: f64 = stdout
+        .lines()
+        .find(|l| l.starts_with("accuracy"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(eval_accuracy > 0.85, "{stdout}");
+
+    for (file, expect) in [
+        (model.clone(), "model (valid)"),
+        (
+            run.join("checkpoint.safetensors"),
+            "checkpoint (checksum verified)",
+        ),
+        (run.join("config.json"), "experiment config (valid)"),
+    ] {
+        let out = mnist(&["inspect", file.to_str().unwrap()]);
+        let (stdout, stderr) = text(&out);
+        assert!(
+            out.status.success() && stdout.contains(expect),
+            "{stdout}\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_resume_finishes_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    // Batch size 1 over 10,000 examples: many batch boundaries, a few seconds of work.
+    let config = write_config(
+        dir.path(),
+        &quick_config("three_layer_relu.json", 10_000, 2),
+    );
+    let cfg = config.to_str().unwrap();
+    let whole = dir.path().join("whole");
+    let out = mnist(&["train", cfg, "--out", whole.to_str().unwrap(), "--quiet"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    let parts = dir.path().join("parts");
+    let child = mnist_command(&["train", cfg, "--out", parts.to_str().unwrap(), "--quiet"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until training is under way (the config is written first), then Ctrl-C.
+    let started = std::time::Instant::now();
+    while !parts.join("config.json").exists() && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("--resume"),
+        "says how to continue: {stderr}"
+    );
+    let checkpoint = parts.join("checkpoint.safetensors");
+    assert!(checkpoint.is_file());
+
+    let out = mnist(&[
+        "train",
+        cfg,
+        "--out",
+        parts.to_str().unwrap(),
+        "--resume",
+        checkpoint.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let a = mnist_core::load_model::<f32>(whole.join("model.safetensors")).unwrap();
+    let b = mnist_core::load_model::<f32>(parts.join("model.safetensors")).unwrap();
+    assert!(
+        a.network.bit_identical(&b.network),
+        "interrupted + resumed differs from uninterrupted"
+    );
+}
+
+#[test]
+fn bad_inputs_get_their_message_and_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo.json");
+    let text_with_typo =
+        std::fs::read_to_string(mnist_e2e::root().join("configs/adam_dropout.json"))
+            .unwrap()
+            .replace("\"learning_rate\"", "\"lerning_rate\"");
+    std::fs::write(&typo, text_with_typo).unwrap();
+    let half_model = dir.path().join("half.safetensors");
+    std::fs::write(&half_model, b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":").unwrap();
+
+    let cases: Vec<(Vec<&str>, i32, Vec<&str>)> = vec![
+        (
+            vec!["train", typo.to_str().unwrap()],
+            1,
+            vec!["typo.json", "lerning_rate"],
+        ),
+        (
+            vec!["train", "/no/such/config.json"],
+            1,
+            vec!["/no/such/config.json"],
+        ),
+        (
+            vec!["eval", half_model.to_str().unwrap()],
+            1,
+            vec!["half.safetensors"],
+        ),
+        (
+            vec!["inspect", half_model.to_str().unwrap()],
+            1,
+            vec!["half.safetensors"],
+        ),
+        (vec!["train"], 2, vec!["Usage"]),
+        (vec!["fly"], 2, vec!["unrecognized subcommand"]),
+        (
+            vec!["eval", "m.safetensors", "--split", "dev"],
+            2,
+            vec!["invalid value 'dev'"],
+        ),
+    ];
+    for (args, code, needles) in cases {
+        let out = mnist(&args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}\n{stdout}\n{stderr}"
+        );
+        for n in needles {
+            assert!(
+                stderr.contains(n),
+                "{args:?}: stderr should mention {n:?}:\n{stderr}"
+            );
+        }
+    }
+}
