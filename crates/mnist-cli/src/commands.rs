@@ -9,17 +9,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, bail};
 use mnist_core::faer::Par;
 use mnist_core::{Loss, OutputHead, evaluate};
-use mnist_dataset::{DataSources, Origin, Split, load_split};
+use mnist_dataset::{DataSources, Mirror, Origin, Split, load_split};
 use mnist_train::trainer::{self, RunSummary};
 use mnist_train::{ExperimentConfig, RunOptions, RunOutcome, checkpoint};
 
-use crate::{EvalArgs, SplitArg, TrainArgs};
+use crate::{DataArgs, EvalArgs, SplitArg, TrainArgs};
 
-/// The user's data sources, with `--data-dir` taking precedence over everything.
-fn sources(data_dir: Option<PathBuf>) -> DataSources {
+/// The user's data sources: environment, then flags (flags win).
+fn sources(data_dir: Option<PathBuf>, flags: &DataArgs) -> DataSources {
     let mut sources = DataSources::from_env();
     if data_dir.is_some() {
         sources.data_dir = data_dir;
+    }
+    if let Some(dir) = &flags.cache_dir {
+        sources.cache_dir = Some(dir.clone());
+    }
+    if let Some(list) = &flags.mirrors {
+        sources.mirrors = list
+            .split(',')
+            .filter(|m| !m.trim().is_empty())
+            .map(Mirror::parse)
+            .collect();
     }
     sources
 }
@@ -38,7 +48,7 @@ fn par(threads: usize) -> Par {
     }
 }
 
-pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
+pub fn train(args: TrainArgs, flags: &DataArgs) -> anyhow::Result<ExitCode> {
     let file = args.config.display().to_string();
     let mut config = ExperimentConfig::load(&args.config)?;
     if let Some(epochs) = args.epochs {
@@ -48,7 +58,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<ExitCode> {
         config.seed = seed;
     }
     config.validate(&file)?;
-    let data = mnist_train::prepare(&config, &sources(args.data_dir))?;
+    let data = mnist_train::prepare(&config, &sources(args.data_dir, flags))?;
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
@@ -122,13 +132,13 @@ fn print_summary(s: &RunSummary, out: &Path) {
     println!("outputs      {}", out.display());
 }
 
-pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
+pub fn eval(args: EvalArgs, flags: &DataArgs) -> anyhow::Result<()> {
     let saved = mnist_core::load_model::<f32>(&args.model)?;
     let split = match args.split {
         SplitArg::Test => Split::Test,
         SplitArg::Train => Split::Train,
     };
-    let images = load_split(&sources(args.data_dir), split)?;
+    let images = load_split(&sources(args.data_dir, flags), split)?;
     let p = saved.preprocessing;
     let prep = mnist_dataset::Preprocessing {
         scale: p.scale as f32,
@@ -176,8 +186,8 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn download(data_dir: Option<PathBuf>) -> anyhow::Result<()> {
-    let sources = DataSources::from_env();
+pub fn download(data_dir: Option<PathBuf>, flags: &DataArgs) -> anyhow::Result<()> {
+    let sources = sources(None, flags);
     let dir = data_dir
         .or_else(|| sources.cache_dir.clone())
         .context("no directory to download into: pass --data-dir or set MNIST_CACHE_DIR")?;

@@ -25,6 +25,20 @@ use clap::{Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+/// Where MNIST comes from (each also settable by environment variable).
+#[derive(Debug, Clone, clap::Args)]
+struct DataArgs {
+    /// Cache of verified MNIST files [env: MNIST_CACHE_DIR; default: ~/.cache/mnist-rs].
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Mirrors to download from, in order: comma-separated URLs or directories
+    /// [env: MNIST_MIRRORS; default: the two public mirrors].
+    #[arg(long, global = true, value_name = "LIST")]
+    mirrors: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,8 +129,8 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train(args) => commands::train(args),
-        Command::Eval(args) => commands::eval(args).map(|()| ExitCode::SUCCESS),
+        Command::Train(args) => commands::train(args, &cli.data),
+        Command::Eval(args) => commands::eval(args, &cli.data).map(|()| ExitCode::SUCCESS),
         Command::Predict(args) => predict::run(&args).map(|all_ok| {
             if all_ok {
                 ExitCode::SUCCESS
@@ -124,7 +138,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }),
-        Command::Download { data_dir } => commands::download(data_dir).map(|()| ExitCode::SUCCESS),
+        Command::Download { data_dir } => {
+            commands::download(data_dir, &cli.data).map(|()| ExitCode::SUCCESS)
+        }
         Command::Inspect { file } => commands::inspect(&file).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|err| {

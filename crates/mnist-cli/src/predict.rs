@@ -52,7 +52,8 @@ pub struct Prediction {
 impl Prediction {
     /// The `n` most probable classes, most probable first (ties: smaller class first).
     pub fn top(&self, n: usize) -> Vec<(usize, f32)> {
-        let mut ranked: Vec<(usize, f32)> = self.probabilities.iter().copied().enumerate().collect();
+        let mut ranked: Vec<(usize, f32)> =
+            self.probabilities.iter().copied().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         ranked.truncate(n);
         ranked
@@ -71,8 +72,12 @@ pub struct Predictor {
 impl Predictor {
     /// Loads a model file; it must take 28x28 = 784 inputs.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let SavedModel { network, preprocessing } = mnist_core::load_model::<f32>(path)
-            .context("cannot load the model (expected a model.safetensors written by `mnist train`)")?;
+        let SavedModel {
+            network,
+            preprocessing,
+        } = mnist_core::load_model::<f32>(path).context(
+            "cannot load the model (expected a model.safetensors written by `mnist train`)",
+        )?;
         if network.inputs() != IMAGE_PIXELS {
             bail!(
                 "model file {}: the network takes {} inputs, but predict feeds it 28x28 = {IMAGE_PIXELS} pixels",
@@ -81,16 +86,26 @@ impl Predictor {
             );
         }
         let workspace = network.workspace(1);
-        Ok(Predictor { network, preprocessing, workspace, input: vec![0.0; IMAGE_PIXELS] })
+        Ok(Predictor {
+            network,
+            preprocessing,
+            workspace,
+            input: vec![0.0; IMAGE_PIXELS],
+        })
     }
 
     /// Classifies one 28x28 MNIST-style digit (raw bytes, white on black).
     pub fn classify(&mut self, digit: &[u8; IMAGE_PIXELS]) -> anyhow::Result<Prediction> {
         self.preprocessing.apply_u8(digit, &mut self.input);
-        let out = self.network.forward(&mut self.workspace, &self.input, 1, Par::Seq)?;
+        let out = self
+            .network
+            .forward(&mut self.workspace, &self.input, 1, Par::Seq)?;
         let probabilities = out.probabilities_slice().to_vec();
         let digit = usize::from(mnist_core::argmax(&probabilities));
-        Ok(Prediction { digit, probabilities })
+        Ok(Prediction {
+            digit,
+            probabilities,
+        })
     }
 
     /// Reads, digitizes and classifies one image file.
@@ -179,15 +194,21 @@ fn expand(inputs: &[PathBuf]) -> Vec<Job> {
             continue;
         }
         let listing = std::fs::read_dir(input).and_then(|entries| {
-            entries.map(|e| e.map(|e| e.path())).collect::<std::io::Result<Vec<_>>>()
+            entries
+                .map(|e| e.map(|e| e.path()))
+                .collect::<std::io::Result<Vec<_>>>()
         });
         match listing {
-            Err(e) => jobs.push((input.clone(), Some(anyhow::Error::new(e).context("cannot list the folder")))),
+            Err(e) => jobs.push((
+                input.clone(),
+                Some(anyhow::Error::new(e).context("cannot list the folder")),
+            )),
             Ok(mut files) => {
                 files.retain(|p| p.is_file() && has_image_extension(p));
                 files.sort();
                 if files.is_empty() {
-                    let e = anyhow::anyhow!("the folder contains no .png, .jpg, .jpeg or .bmp files");
+                    let e =
+                        anyhow::anyhow!("the folder contains no .png, .jpg, .jpeg or .bmp files");
                     jobs.push((input.clone(), Some(e)));
                 }
                 jobs.extend(files.into_iter().map(|f| (f, None)));
@@ -258,9 +279,15 @@ mod tests {
 
     #[test]
     fn top_ranks_and_formats() {
-        let p = Prediction { digit: 7, probabilities: vec![0.0, 0.012, 0.0, 0.0, 0.0, 0.0, 0.0, 0.981, 0.0, 0.004] };
+        let p = Prediction {
+            digit: 7,
+            probabilities: vec![0.0, 0.012, 0.0, 0.0, 0.0, 0.0, 0.0, 0.981, 0.0, 0.004],
+        };
         assert_eq!(p.top(3), vec![(7, 0.981), (1, 0.012), (9, 0.004)]);
-        assert_eq!(text_line(Path::new("a.png"), &p, 3), "a.png: 7  (7 0.981, 1 0.012, 9 0.004)");
+        assert_eq!(
+            text_line(Path::new("a.png"), &p, 3),
+            "a.png: 7  (7 0.981, 1 0.012, 9 0.004)"
+        );
         assert_eq!(text_line(Path::new("a.png"), &p, 0), "a.png: 7");
         assert_eq!(p.top(50).len(), 10);
         let j = json_line(Path::new("a.png"), &Ok(p), 2);
