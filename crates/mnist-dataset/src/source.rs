@@ -471,6 +471,14 @@ pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(wrap)?;
+    #[cfg(unix)]
+    {
+        // An ordinary output file, not tempfile's private 0600.
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(wrap)?;
+    }
     tmp.write_all(bytes).map_err(wrap)?;
     tmp.as_file().sync_all().map_err(wrap)?;
     tmp.persist(&target).map_err(|e| wrap(e.error))?;
@@ -522,3 +530,4 @@ mod tests {
         assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"two");
     }
 }
+

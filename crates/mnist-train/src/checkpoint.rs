@@ -282,6 +282,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
         .prefix(".tmp-")
         .tempfile_in(dir)
         .map_err(wrap)?;
+    #[cfg(unix)]
+    {
+        // An ordinary output file, not tempfile's private 0600.
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(wrap)?;
+    }
     tmp.write_all(bytes).map_err(wrap)?;
     tmp.as_file().sync_all().map_err(wrap)?;
     tmp.persist(path).map_err(|e| wrap(e.error))?;
@@ -290,3 +298,4 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     }
     Ok(())
 }
+
