@@ -54,14 +54,21 @@ const MIN_CONTRAST: u8 = 40;
 /// Why an image could not be turned into a digit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DigitizeError {
-    #[error("the image is empty ({width}x{height} pixels); use an image that contains a drawn digit")]
+    #[error(
+        "the image is empty ({width}x{height} pixels); use an image that contains a drawn digit"
+    )]
     Empty { width: usize, height: usize },
 
     #[error(
         "the pixel buffer has {got} bytes but a {width}x{height} grayscale image needs {expected}; \
          pass one luminance byte per pixel, row by row"
     )]
-    BufferLength { width: usize, height: usize, expected: usize, got: usize },
+    BufferLength {
+        width: usize,
+        height: usize,
+        expected: usize,
+        got: usize,
+    },
 
     #[error("the image is too large ({width}x{height} pixels); scale it down first")]
     TooLarge { width: usize, height: usize },
@@ -117,9 +124,16 @@ pub fn digitize(width: usize, height: usize, pixels: &[u8]) -> Result<Digitized,
     if width == 0 || height == 0 {
         return Err(DigitizeError::Empty { width, height });
     }
-    let expected = width.checked_mul(height).ok_or(DigitizeError::TooLarge { width, height })?;
+    let expected = width
+        .checked_mul(height)
+        .ok_or(DigitizeError::TooLarge { width, height })?;
     if pixels.len() != expected {
-        return Err(DigitizeError::BufferLength { width, height, expected, got: pixels.len() });
+        return Err(DigitizeError::BufferLength {
+            width,
+            height,
+            expected,
+            got: pixels.len(),
+        });
     }
 
     // 1. Polarity from the border's median.
@@ -130,12 +144,18 @@ pub fn digitize(width: usize, height: usize, pixels: &[u8]) -> Result<Digitized,
     let background = value(raw_background);
 
     // 2. Ink above the background, and the noise level of the border.
-    let ink: Vec<u8> = pixels.iter().map(|&v| value(v).saturating_sub(background)).collect();
+    let ink: Vec<u8> = pixels
+        .iter()
+        .map(|&v| value(v).saturating_sub(background))
+        .collect();
     let peak = ink.iter().copied().max().unwrap_or(0);
     // Noise: the median absolute deviation of the border from the background (robust to ink
     // touching the border). Gaussian noise of scale s has a MAD of about 0.67 s, so 4.5 MAD
     // plus a margin keeps almost all of it below the threshold.
-    let deviations: Vec<u8> = border.iter().map(|&v| value(v).abs_diff(background)).collect();
+    let deviations: Vec<u8> = border
+        .iter()
+        .map(|&v| value(v).abs_diff(background))
+        .collect();
     let noise = f64::from(median(&deviations));
     let floor_from_noise = (noise * 4.5 + 8.0).min(255.0);
     let threshold = (f64::from(peak) / 8.0).max(floor_from_noise);
@@ -152,13 +172,22 @@ pub fn digitize(width: usize, height: usize, pixels: &[u8]) -> Result<Digitized,
     let (cw, ch) = (ink_box.width(), ink_box.height());
     let mut crop = Vec::with_capacity(cw * ch);
     for y in ink_box.y0..ink_box.y1 {
-        let row = ink.get(y * width + ink_box.x0..y * width + ink_box.x1).unwrap_or(&[]);
-        crop.extend(row.iter().map(|&d| ((f64::from(d) - floor) / span).clamp(0.0, 1.0) as f32));
+        let row = ink
+            .get(y * width + ink_box.x0..y * width + ink_box.x1)
+            .unwrap_or(&[]);
+        crop.extend(
+            row.iter()
+                .map(|&d| ((f64::from(d) - floor) / span).clamp(0.0, 1.0) as f32),
+        );
     }
 
     // 4. Fit the longer side to FIT_SIDE.
     let longer = cw.max(ch);
-    let fit = |n: usize| ((n * FIT_SIDE) as f64 / longer as f64).round().clamp(1.0, FIT_SIDE as f64) as usize;
+    let fit = |n: usize| {
+        ((n * FIT_SIDE) as f64 / longer as f64)
+            .round()
+            .clamp(1.0, FIT_SIDE as f64) as usize
+    };
     let (ow, oh) = (fit(cw), fit(ch));
     let scaled = resample(&crop, cw, ch, ow, oh);
 
@@ -185,7 +214,12 @@ pub fn digitize(width: usize, height: usize, pixels: &[u8]) -> Result<Digitized,
             *o = (v * 255.0).round().clamp(0.0, 255.0) as u8;
         }
     }
-    Ok(Digitized { pixels: out, inverted, ink_box, background })
+    Ok(Digitized {
+        pixels: out,
+        inverted,
+        ink_box,
+        background,
+    })
 }
 
 /// The outer ring of pixels (every pixel of an image 1 or 2 pixels thin).
@@ -246,21 +280,36 @@ fn stroke_level(ink: &[u8], peak: u8) -> f64 {
 
 /// The bounding box of the pixels above `threshold` that have an 8-neighbour above it too.
 fn ink_box(width: usize, height: usize, ink: &[u8], threshold: f64) -> Option<InkBox> {
-    let is_ink = |x: usize, y: usize| ink.get(y * width + x).is_some_and(|&d| f64::from(d) > threshold);
+    let is_ink = |x: usize, y: usize| {
+        ink.get(y * width + x)
+            .is_some_and(|&d| f64::from(d) > threshold)
+    };
     let mut found: Option<InkBox> = None;
     for y in 0..height {
         for x in 0..width {
             if !is_ink(x, y) {
                 continue;
             }
-            let neighbour = (y.saturating_sub(1)..(y + 2).min(height))
-                .any(|ny| (x.saturating_sub(1)..(x + 2).min(width)).any(|nx| (nx, ny) != (x, y) && is_ink(nx, ny)));
+            let neighbour = (y.saturating_sub(1)..(y + 2).min(height)).any(|ny| {
+                (x.saturating_sub(1)..(x + 2).min(width))
+                    .any(|nx| (nx, ny) != (x, y) && is_ink(nx, ny))
+            });
             if !neighbour {
                 continue;
             }
             found = Some(match found {
-                None => InkBox { x0: x, y0: y, x1: x + 1, y1: y + 1 },
-                Some(b) => InkBox { x0: b.x0.min(x), y0: b.y0.min(y), x1: b.x1.max(x + 1), y1: b.y1.max(y + 1) },
+                None => InkBox {
+                    x0: x,
+                    y0: y,
+                    x1: x + 1,
+                    y1: y + 1,
+                },
+                Some(b) => InkBox {
+                    x0: b.x0.min(x),
+                    y0: b.y0.min(y),
+                    x1: b.x1.max(x + 1),
+                    y1: b.y1.max(y + 1),
+                },
             });
         }
     }
@@ -289,7 +338,11 @@ fn axis_weights(n_in: usize, n_out: usize) -> Vec<(usize, Vec<f32>)> {
                 let c = ((o as f64 + 0.5) * ratio - 0.5).clamp(0.0, (n_in - 1) as f64);
                 let i0 = (c.floor() as usize).min(n_in - 1);
                 let frac = (c - i0 as f64) as f32;
-                if i0 + 1 < n_in { (i0, vec![1.0 - frac, frac]) } else { (i0, vec![1.0]) }
+                if i0 + 1 < n_in {
+                    (i0, vec![1.0 - frac, frac])
+                } else {
+                    (i0, vec![1.0])
+                }
             }
         })
         .collect()
@@ -303,14 +356,23 @@ fn resample(src: &[f32], w: usize, h: usize, ow: usize, oh: usize) -> Vec<f32> {
     for (y, out_row) in rows.chunks_exact_mut(ow).enumerate() {
         let row = src.get(y * w..(y + 1) * w).unwrap_or(&[]);
         for (o, (first, weights)) in out_row.iter_mut().zip(&wx) {
-            *o = weights.iter().zip(row.iter().skip(*first)).map(|(a, b)| a * b).sum();
+            *o = weights
+                .iter()
+                .zip(row.iter().skip(*first))
+                .map(|(a, b)| a * b)
+                .sum();
         }
     }
     let mut out = vec![0.0f32; ow * oh];
     for (out_row, (first, weights)) in out.chunks_exact_mut(ow).zip(&wy) {
         for (k, weight) in weights.iter().enumerate() {
-            let Some(row) = rows.get((first + k) * ow..(first + k + 1) * ow) else { continue };
-            out_row.iter_mut().zip(row).for_each(|(o, v)| *o += weight * v);
+            let Some(row) = rows.get((first + k) * ow..(first + k + 1) * ow) else {
+                continue;
+            };
+            out_row
+                .iter_mut()
+                .zip(row)
+                .for_each(|(o, v)| *o += weight * v);
         }
     }
     out
@@ -367,10 +429,16 @@ mod tests {
         let d = digitize(w, h, &img).unwrap();
         assert!(!d.inverted);
         let (cx, cy) = centroid(&d.pixels);
-        assert!((cx - 14.0).abs() <= 1.0 && (cy - 14.0).abs() <= 1.0, "centroid ({cx}, {cy})");
+        assert!(
+            (cx - 14.0).abs() <= 1.0 && (cy - 14.0).abs() <= 1.0,
+            "centroid ({cx}, {cy})"
+        );
         let (bw, bh) = bbox(&d.pixels);
         assert!(bw <= FIT_SIDE && bh <= FIT_SIDE, "ink box {bw}x{bh}");
-        assert!(bw.max(bh) >= FIT_SIDE - 1, "ink box {bw}x{bh} should fill the 20 px box");
+        assert!(
+            bw.max(bh) >= FIT_SIDE - 1,
+            "ink box {bw}x{bh} should fill the 20 px box"
+        );
         assert_eq!(d.pixels.iter().copied().max(), Some(255));
         assert_eq!(d.ink_box.x0, 5);
         assert_eq!(d.ink_box.y0, 3);
@@ -381,9 +449,15 @@ mod tests {
         let img = seven(30, 30, 20, 20, 8, 200, 10);
         let d = digitize(30, 30, &img).unwrap();
         let (bw, bh) = bbox(&d.pixels);
-        assert!(bw.max(bh) >= FIT_SIDE - 1 && bw <= FIT_SIDE && bh <= FIT_SIDE, "{bw}x{bh}");
+        assert!(
+            bw.max(bh) >= FIT_SIDE - 1 && bw <= FIT_SIDE && bh <= FIT_SIDE,
+            "{bw}x{bh}"
+        );
         let (cx, cy) = centroid(&d.pixels);
-        assert!((cx - 14.0).abs() <= 1.0 && (cy - 14.0).abs() <= 1.0, "centroid ({cx}, {cy})");
+        assert!(
+            (cx - 14.0).abs() <= 1.0 && (cy - 14.0).abs() <= 1.0,
+            "centroid ({cx}, {cy})"
+        );
     }
 
     #[test]
@@ -416,7 +490,10 @@ mod tests {
         assert!(a.inverted && b.inverted);
         assert_eq!(a.ink_box, b.ink_box);
         let (cx, cy) = centroid(&b.pixels);
-        assert!((cx - 14.0).abs() <= 1.0 && (cy - 14.0).abs() <= 1.0, "centroid ({cx}, {cy})");
+        assert!(
+            (cx - 14.0).abs() <= 1.0 && (cy - 14.0).abs() <= 1.0,
+            "centroid ({cx}, {cy})"
+        );
         // The background stays black after the contrast stretch.
         assert_eq!(b.pixels[0], 0);
         assert_eq!(b.pixels[IMAGE_PIXELS - 1], 0);
@@ -434,28 +511,58 @@ mod tests {
     #[test]
     fn real_mnist_digits_come_back_nearly_unchanged() {
         // MNIST digits are already in this format: digitizing them must not move or reshape them.
-        let sources = crate::DataSources { cache_dir: None, mirrors: vec![], ..Default::default() };
+        let sources = crate::DataSources {
+            cache_dir: None,
+            mirrors: vec![],
+            ..Default::default()
+        };
         let test = crate::load_split(&sources, crate::Split::Test).unwrap();
         let (mut worst_shift, mut total_diff, n) = (0.0f64, 0.0f64, 300usize);
         for i in 0..n {
             let img = test.image(i).unwrap();
-            let d = digitize(IMAGE_SIDE, IMAGE_SIDE, img).unwrap_or_else(|e| panic!("test image {i}: {e}; border {:?}", border_pixels(28, 28, img)));
+            let d = digitize(IMAGE_SIDE, IMAGE_SIDE, img).unwrap_or_else(|e| {
+                panic!(
+                    "test image {i}: {e}; border {:?}",
+                    border_pixels(28, 28, img)
+                )
+            });
             let (cx0, cy0) = centroid(img);
             let (cx, cy) = centroid(&d.pixels);
             worst_shift = worst_shift.max((cx - cx0).abs()).max((cy - cy0).abs());
-            let diff: f64 = img.iter().zip(&d.pixels).map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs()).sum();
+            let diff: f64 = img
+                .iter()
+                .zip(&d.pixels)
+                .map(|(&a, &b)| (f64::from(a) - f64::from(b)).abs())
+                .sum();
             total_diff += diff / IMAGE_PIXELS as f64;
         }
         let mean_diff = total_diff / n as f64;
-        eprintln!("worst centroid shift {worst_shift:.2} px, mean abs pixel difference {mean_diff:.2}");
+        eprintln!(
+            "worst centroid shift {worst_shift:.2} px, mean abs pixel difference {mean_diff:.2}"
+        );
         assert!(worst_shift <= 1.5, "worst centroid shift {worst_shift}");
-        assert!(mean_diff < 20.0, "mean absolute pixel difference {mean_diff}");
+        assert!(
+            mean_diff < 20.0,
+            "mean absolute pixel difference {mean_diff}"
+        );
     }
 
     #[test]
     fn blank_and_empty_images_are_refused() {
-        assert_eq!(digitize(0, 0, &[]), Err(DigitizeError::Empty { width: 0, height: 0 }));
-        assert_eq!(digitize(5, 0, &[]), Err(DigitizeError::Empty { width: 5, height: 0 }));
+        assert_eq!(
+            digitize(0, 0, &[]),
+            Err(DigitizeError::Empty {
+                width: 0,
+                height: 0
+            })
+        );
+        assert_eq!(
+            digitize(5, 0, &[]),
+            Err(DigitizeError::Empty {
+                width: 5,
+                height: 0
+            })
+        );
         assert_eq!(digitize(10, 10, &[255; 100]), Err(DigitizeError::Blank));
         assert_eq!(digitize(10, 10, &[0; 100]), Err(DigitizeError::Blank));
         // Faint, near-uniform variation is not a digit.
@@ -472,9 +579,20 @@ mod tests {
     #[test]
     fn buffer_length_is_checked() {
         let e = digitize(4, 4, &[0; 15]).unwrap_err();
-        assert_eq!(e, DigitizeError::BufferLength { width: 4, height: 4, expected: 16, got: 15 });
+        assert_eq!(
+            e,
+            DigitizeError::BufferLength {
+                width: 4,
+                height: 4,
+                expected: 16,
+                got: 15
+            }
+        );
         assert!(e.to_string().contains("16"));
-        assert!(matches!(digitize(usize::MAX, 2, &[]), Err(DigitizeError::TooLarge { .. })));
+        assert!(matches!(
+            digitize(usize::MAX, 2, &[]),
+            Err(DigitizeError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -484,7 +602,11 @@ mod tests {
         let out = resample(&src, 37, 23, 20, 12);
         let scale = (20.0 * 12.0) / (37.0 * 23.0);
         let out_total: f32 = out.iter().sum();
-        assert!((out_total - total * scale).abs() < 1e-2 * total, "{out_total} vs {}", total * scale);
+        assert!(
+            (out_total - total * scale).abs() < 1e-2 * total,
+            "{out_total} vs {}",
+            total * scale
+        );
         // The identity is exact.
         assert_eq!(resample(&src, 37, 23, 37, 23), src);
     }
