@@ -238,3 +238,15 @@ fn missing_file_names_the_file() {
     let err = ExperimentConfig::load(std::path::Path::new("/no/such/config.json")).unwrap_err();
     assert!(err.to_string().contains("/no/such/config.json"), "{err}");
 }
+
+#[test]
+fn the_readme_example_config_is_valid() {
+    let readme = std::fs::read_to_string(configs_dir().join("../README.md")).unwrap();
+    let block = readme
+        .split("```json\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README has a ```json block");
+    let config = ExperimentConfig::from_json(block, "README.md").unwrap();
+    config.validate("README.md").unwrap();
+}
