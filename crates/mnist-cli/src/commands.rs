@@ -25,11 +25,7 @@ fn sources(data_dir: Option<PathBuf>, flags: &DataArgs) -> DataSources {
         sources.cache_dir = Some(dir.clone());
     }
     if let Some(list) = &flags.mirrors {
-        sources.mirrors = list
-            .split(',')
-            .filter(|m| !m.trim().is_empty())
-            .map(Mirror::parse)
-            .collect();
+        sources.mirrors = Mirror::parse_list(list);
     }
     sources
 }

@@ -23,6 +23,7 @@
 //! # Ok::<(), mnist_dataset::DatasetError>(())
 //! ```
 
+pub mod atomic;
 pub mod dataset;
 pub mod digitize;
 pub mod error;

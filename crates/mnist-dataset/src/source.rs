@@ -14,7 +14,7 @@
 //! SHA-256 of the decompressed bytes. Nothing unverified is ever returned or cached.
 
 use std::fmt;
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -55,6 +55,16 @@ impl Mirror {
         } else {
             Mirror::Directory(PathBuf::from(text.strip_prefix("file://").unwrap_or(text)))
         }
+    }
+}
+
+impl Mirror {
+    /// Reads a comma-separated list of mirrors, skipping empty entries.
+    pub fn parse_list(text: &str) -> Vec<Mirror> {
+        text.split(',')
+            .filter(|m| !m.trim().is_empty())
+            .map(Mirror::parse)
+            .collect()
     }
 }
 
@@ -167,11 +177,7 @@ impl DataSources {
             sources.cache_dir = Some(PathBuf::from(dir));
         }
         if let Some(list) = var(ENV_MIRRORS) {
-            sources.mirrors = list
-                .split(',')
-                .filter(|m| !m.trim().is_empty())
-                .map(Mirror::parse)
-                .collect();
+            sources.mirrors = Mirror::parse_list(&list);
         }
         sources
     }
@@ -457,36 +463,15 @@ fn read_verified_from_dir(dir: &Path, file: MnistFile, max_bytes: u64) -> Result
     read_verified(&path, file, max_bytes)
 }
 
-/// Writes `bytes` to `dir/name` so that a reader sees either the old file or the whole new
-/// one: a temp file in the same directory, flushed to disk, then renamed over the target.
+/// Writes `bytes` to `dir/name` atomically (see [`crate::atomic`]).
 pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let target = dir.join(name);
-    let wrap = |source| DatasetError::CacheWrite {
-        origin: target.clone(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(wrap)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(wrap)?;
-    #[cfg(unix)]
-    {
-        // An ordinary output file, not tempfile's private 0600.
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(wrap)?;
-    }
-    tmp.write_all(bytes).map_err(wrap)?;
-    tmp.as_file().sync_all().map_err(wrap)?;
-    tmp.persist(&target).map_err(|e| wrap(e.error))?;
-    // Make the rename itself durable; failure here only weakens durability, not safety.
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::atomic::write_file_atomically(&target, bytes).map_err(|source| {
+        DatasetError::CacheWrite {
+            origin: target.clone(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -516,18 +501,4 @@ mod tests {
             "{err}"
         );
     }
-
-    #[test]
-    fn atomic_write_leaves_no_temp_files() {
-        let dir = tempfile::tempdir().unwrap();
-        write_atomically(dir.path(), "f", b"one").unwrap();
-        write_atomically(dir.path(), "f", b"two").unwrap();
-        let names: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("f")]);
-        assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"two");
-    }
 }
-

@@ -8,7 +8,6 @@
 //! architecture is refused with a clear error. Writes are atomic (temp file + rename).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use mnist_core::{
@@ -268,34 +267,10 @@ pub fn save(
     write_atomically(path, &bytes)
 }
 
-/// Writes `bytes` to `path` via a synced temp file in the same directory and a rename.
+/// Writes `bytes` to `path` atomically: a crash leaves the previous file or the new one.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let wrap = |source| TrainError::Write {
+    mnist_dataset::atomic::write_file_atomically(path, bytes).map_err(|source| TrainError::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(wrap)?;
-    #[cfg(unix)]
-    {
-        // An ordinary output file, not tempfile's private 0600.
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(wrap)?;
-    }
-    tmp.write_all(bytes).map_err(wrap)?;
-    tmp.as_file().sync_all().map_err(wrap)?;
-    tmp.persist(path).map_err(|e| wrap(e.error))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    })
 }
-
