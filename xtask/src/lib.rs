@@ -2,7 +2,10 @@
 //!
 //! - [`reproduce`]: rerun the published reference experiments (`configs/`), write each run to
 //!   `results/<name>/` and print ours next to the published number.
+//! - [`bench`]: epoch times against the dense limit (faer's GEMM on the same shapes, measured
+//!   in the same run), batch-1 and full-batch speed, optional Python peers; JSON report.
 
+pub mod bench;
 pub mod reproduce;
 
 use std::path::PathBuf;

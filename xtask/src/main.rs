@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use xtask::{reproduce, workspace_root};
+use xtask::{bench, reproduce, workspace_root};
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "mnist-rs project chores")]
@@ -36,6 +36,23 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Time training and evaluation epochs against the dense limit (faer's GEMM on the same
+    /// shapes, measured in the same run); batch-1 steps/s; full-batch iterations.
+    Bench {
+        /// Threads (default: all cores). Results do not depend on it, only the speed.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Where the JSON report goes.
+        #[arg(long, default_value_os_t = workspace_root().join("results").join("bench.json"))]
+        json: PathBuf,
+        /// One repetition per measurement instead of three.
+        #[arg(long)]
+        quick: bool,
+        /// Also run the NumPy (and PyTorch/JAX where installed) peers in bench/ and print
+        /// ours / theirs.
+        #[arg(long)]
+        peers: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -59,6 +76,20 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Bench { threads, json, quick, peers } => {
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let settings = bench::Settings {
+                threads,
+                json,
+                configs_dir: workspace_root().join("configs"),
+                quick,
+                peers,
+                bench_dir: workspace_root().join("bench"),
+            };
+            bench::run(&settings)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Reproduce {
             name,
             quick,

@@ -118,7 +118,12 @@ impl Activation {
             Self::Identity => {}
             Self::Sigmoid => buf.iter_mut().for_each(|v| *v = sigmoid(*v)),
             Self::Tanh => buf.iter_mut().for_each(|v| *v = v.tanh()),
-            Self::Relu | Self::LeakyRelu { .. } => {
+            // Branch-free selects, so the loops vectorize (same values as `apply`).
+            Self::Relu => {
+                let zero = T::from_f64(0.0);
+                buf.iter_mut().for_each(|v| *v = if *v > zero { *v } else { zero });
+            }
+            Self::LeakyRelu { .. } => {
                 buf.iter_mut().for_each(|v| *v = self.apply(*v));
             }
         }
@@ -144,12 +149,9 @@ impl Activation {
                 *d = one - t * t;
             }),
             Self::Relu => pairs.for_each(|(v, d)| {
-                if *v > zero {
-                    *d = one;
-                } else {
-                    *v = zero;
-                    *d = zero;
-                }
+                let pos = *v > zero;
+                *d = if pos { one } else { zero };
+                *v = if pos { *v } else { zero };
             }),
             Self::LeakyRelu { slope } => {
                 let slope = T::from_f64(slope);

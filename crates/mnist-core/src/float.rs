@@ -49,6 +49,9 @@ pub trait Float:
     fn sqrt(self) -> Self;
     /// Absolute value.
     fn abs(self) -> Self;
+    /// `self * a + b` with one rounding (a fused multiply-add where the CPU has one; the
+    /// kernels call it only inside code compiled for FMA).
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// The IEEE bit pattern widened to `u64`, for bit-exact comparisons.
     fn to_bits_u64(self) -> u64;
     /// Appends the little-endian bytes of `self`.
@@ -86,6 +89,10 @@ macro_rules! impl_float {
             #[inline(always)]
             fn abs(self) -> Self {
                 <$t>::abs(self)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
             }
             #[inline(always)]
             fn to_bits_u64(self) -> u64 {

@@ -86,6 +86,7 @@ pub mod optimizer;
 mod preprocessing;
 pub mod schedule;
 pub mod serialize;
+mod sparse;
 mod train;
 mod workspace;
 
@@ -101,6 +102,7 @@ pub use network::{Network, Outputs, argmax};
 pub use optimizer::{Optimizer, OptimizerConfig, OptimizerState};
 pub use preprocessing::Preprocessing;
 pub use schedule::{Decay, Schedule, Unit, Warmup};
+pub use sparse::InputPath;
 pub use serialize::{SavedModel, from_safetensors_bytes, load_model, save_model, to_safetensors_bytes};
 pub use train::{
     Evaluation, Gradients, LayerGradients, TrainOptions, compute_gradients, compute_loss, evaluate, train_step,

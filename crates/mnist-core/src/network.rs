@@ -189,7 +189,17 @@ impl<T: Float> Network<T> {
         par: Par,
     ) {
         let n = self.layers.len();
-        let Workspace { layers: bufs, logits, .. } = ws;
+        let (policy, max_batch) = (ws.input_path(), ws.max_batch());
+        let Workspace { layers: bufs, logits, sparse, .. } = ws;
+        // The first layer's path (sparse kernels or one GEMM) is chosen on this batch's density.
+        sparse.prepare(x, batch, self.inputs(), max_batch, policy);
+        let mut affine = |l: usize, layer: &Dense<T>, input: &[T], z: &mut [T]| {
+            if l == 0 && sparse.background.is_some() {
+                sparse.affine(layer.weight_slice(), layer.bias(), layer.inputs(), z, par);
+            } else {
+                layer.affine(input, batch, z, par);
+            }
+        };
         for (l, layer) in self.layers.iter().enumerate() {
             let (below, rest) = bufs.split_at_mut(l);
             let Some(cur) = rest.first_mut() else { return };
@@ -201,12 +211,12 @@ impl<T: Float> Network<T> {
             let len = batch * width;
             if l + 1 == n {
                 let z = &mut logits[..len];
-                layer.affine(input, batch, z, par);
+                affine(l, layer, input, z);
                 self.arch.output.apply_rows(z, &mut cur.out[..len], width);
             } else {
                 let act = self.arch.hidden_activations.get(l).copied().unwrap_or(crate::Activation::Identity);
                 let out = &mut cur.out[..len];
-                layer.affine(input, batch, out, par);
+                affine(l, layer, input, out);
                 match train.as_mut() {
                     None => act.forward_in_place(out),
                     Some(t) => {

@@ -186,7 +186,7 @@ pub fn compute_gradients<T: Float>(
 
     let width = net.outputs();
     let len = batch * width;
-    let Workspace { layers: bufs, logits, .. } = ws;
+    let Workspace { layers: bufs, logits, sparse, .. } = ws;
     let data_loss = match bufs.last_mut() {
         Some(last) if first_active.is_some() => opts.loss.mean_and_gradient(
             arch.output,
@@ -218,18 +218,23 @@ pub fn compute_gradients<T: Float>(
                 Some(p) => &p.out[..batch * inp],
                 None => x,
             };
-            // dW = delta^T X : [out, batch] x [batch, in].
-            gemm(
-                MatMut::from_row_major_slice_mut(&mut g.weight, out, inp),
-                Accum::Replace,
-                MatRef::from_row_major_slice(delta, batch, out).transpose(),
-                MatRef::from_row_major_slice(input, batch, inp),
-                par,
-            );
             // db = column sums of delta, rows in order (fixed reduction order).
             g.bias.iter_mut().for_each(|b| *b = zero);
             for row in delta.chunks_exact(out) {
                 g.bias.iter_mut().zip(row).for_each(|(b, &d)| *b += d);
+            }
+            if l == 0 && sparse.background.is_some() {
+                // dW = delta^T X as a scatter-add of the non-zero inputs (+ rank-1 term).
+                sparse.weight_gradient(delta, &g.bias, inp, &mut g.weight, par);
+            } else {
+                // dW = delta^T X : [out, batch] x [batch, in].
+                gemm(
+                    MatMut::from_row_major_slice_mut(&mut g.weight, out, inp),
+                    Accum::Replace,
+                    MatRef::from_row_major_slice(delta, batch, out).transpose(),
+                    MatRef::from_row_major_slice(input, batch, inp),
+                    par,
+                );
             }
             g.active = true;
         }

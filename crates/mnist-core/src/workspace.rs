@@ -1,5 +1,6 @@
 //! Preallocated buffers for forward and backward passes.
 
+use crate::sparse::{InputPath, SparseInput};
 use crate::{Architecture, Float};
 
 /// Per-layer activations, derivatives and deltas for batches of up to `max_batch` examples.
@@ -14,6 +15,9 @@ pub struct Workspace<T> {
     sizes: Vec<usize>,
     pub(crate) layers: Vec<LayerBuffers<T>>,
     pub(crate) logits: Vec<T>,
+    /// The first layer's compressed input and panels (allocated on first sparse use).
+    pub(crate) sparse: SparseInput<T>,
+    input_path: InputPath,
 }
 
 #[derive(Debug, Clone)]
@@ -43,12 +47,36 @@ impl<T: Float> Workspace<T> {
                 delta: vec![zero; max_batch * w],
             })
             .collect();
-        Self { max_batch, sizes: arch.sizes.clone(), layers, logits: vec![zero; max_batch * arch.outputs()] }
+        Self {
+            max_batch,
+            sizes: arch.sizes.clone(),
+            layers,
+            logits: vec![zero; max_batch * arch.outputs()],
+            sparse: SparseInput::default(),
+            input_path: InputPath::Auto,
+        }
     }
 
     /// Largest batch these buffers hold.
     pub fn max_batch(&self) -> usize {
         self.max_batch
+    }
+
+    /// How the first layer treats its input from now on (default [`InputPath::Auto`]: sparse
+    /// kernels when the batch is mostly background, one dense GEMM otherwise). Both paths give
+    /// the same results up to float rounding; forcing one is for tests and benchmarks.
+    pub fn set_input_path(&mut self, path: InputPath) {
+        self.input_path = path;
+    }
+
+    /// The current [`InputPath`].
+    pub fn input_path(&self) -> InputPath {
+        self.input_path
+    }
+
+    /// Whether the last forward pass ran the first layer on the sparse kernels.
+    pub fn last_input_was_sparse(&self) -> bool {
+        self.sparse.background.is_some()
     }
 
     /// Whether the buffers were built for an architecture with these layer widths.

@@ -98,9 +98,23 @@ fn training_steps_do_not_allocate() {
         (vec![12, 9, 10], OutputHead::Sigmoid, Loss::MeanSquaredError, OptimizerConfig::Momentum { momentum: 0.9, nesterov: true }, 8),
         (vec![30, 20, 20, 10], OutputHead::Softmax, Loss::CrossEntropy, OptimizerConfig::RmsProp { alpha: 0.9, epsilon: 1e-8 }, 16),
     ];
-    for (sizes, head, loss, config, max_batch) in configs {
-        let label = format!("{sizes:?}");
+    // MNIST-like sparse inputs (80% background, 0 or a standardized-style constant): the sparse
+    // first-layer kernels and their buffers.
+    let sparse_configs = [
+        (vec![784, 100, 10], OutputHead::Softmax, Loss::CrossEntropy, OptimizerConfig::Sgd, 64, Some(0.0f32)),
+        (vec![784, 40, 10], OutputHead::Softmax, Loss::CrossEntropy, OptimizerConfig::adam(), 32, Some(-0.42f32)),
+    ];
+    let dense_configs = configs.into_iter().map(|(a, b, c, d, e)| (a, b, c, d, e, None));
+    for (sizes, head, loss, config, max_batch, background) in dense_configs.chain(sparse_configs) {
+        let label = format!("{sizes:?} background {background:?}");
         let mut s = setup(sizes, head, loss, config, max_batch);
+        if let Some(c) = background {
+            for (i, v) in s.x.iter_mut().enumerate() {
+                if (i * 7919) % 10 < 8 {
+                    *v = c;
+                }
+            }
+        }
         let mut preds = vec![0u8; s.max_batch];
         let partial = s.max_batch / 2 + 1;
         // Warm-up: first use of every shape.
@@ -114,6 +128,7 @@ fn training_steps_do_not_allocate() {
             s.step(batch, step);
         }
         s.inference(partial, &mut preds);
+        assert_eq!(s.ws.last_input_was_sparse(), background.is_some(), "{label}: path");
         let stats = region.change();
         assert_eq!(
             (stats.allocations, stats.reallocations, stats.deallocations),

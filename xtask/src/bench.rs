@@ -1,0 +1,392 @@
+//! `cargo xtask bench`: epoch times against the dense limit measured in the same run.
+//!
+//! The dense limit of a recipe is the time faer's GEMM needs, on this machine and in this
+//! process, for the matrix products a dense implementation of one epoch performs (forward,
+//! weight gradient, input gradient except for the first layer), each product timed on its own
+//! shape. Our epoch times (sparse first layer where the data allows it, and forced dense) are
+//! reported as a ratio to that limit, together with examples/s and the effective GFLOP/s
+//! (dense FLOPs / our time).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Context;
+use mnist_core::faer::linalg::matmul::matmul;
+use mnist_core::faer::{Accum, Mat, Par};
+use mnist_core::rand_chacha::ChaCha8Rng;
+use mnist_core::{Gradients, InputPath, Network, Optimizer, Workspace, compute_gradients, evaluate};
+use mnist_dataset::{DataSources, Mnist};
+use mnist_train::ExperimentConfig;
+use mnist_train::config::Shuffle;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde_json::{Value, json};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub threads: usize,
+    pub json: PathBuf,
+    pub configs_dir: PathBuf,
+    /// Fewer repetitions (a smoke run of the harness).
+    pub quick: bool,
+    /// Also run the Python peers under `bench/`.
+    pub peers: bool,
+    pub bench_dir: PathBuf,
+}
+
+fn par_for(threads: usize) -> Par {
+    if threads <= 1 { Par::Seq } else { Par::rayon(threads) }
+}
+
+/// Median of `reps` timings of `f` (seconds each), after one untimed call.
+fn median_time(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// One matrix product shape: `m x k` times `k x n`, with the operand layouts the engine uses.
+#[derive(Debug, Clone, Copy)]
+enum Product {
+    /// `x W^T`: `[batch, in]` row-major times the transpose of row-major `[out, in]`.
+    Forward,
+    /// `delta^T x`: transpose of row-major `[batch, out]` times row-major `[batch, in]`.
+    WeightGrad,
+    /// `delta W`: row-major `[batch, out]` times row-major `[out, in]`.
+    InputGrad,
+}
+
+/// Seconds per call of faer's GEMM on one product of a layer (median of 7 samples).
+fn gemm_time(product: Product, batch: usize, inputs: usize, outputs: usize, par: Par) -> f64 {
+    let fill = |r: usize, c: usize| Mat::<f32>::from_fn(r, c, |i, j| ((i * 7 + j * 13) % 17) as f32 * 0.01 - 0.08);
+    // Row-major operands are the transposes of column-major faer matrices.
+    let x_t = fill(inputs, batch); // x^T (col-major) = x row-major
+    let w_t = fill(inputs, outputs); // W^T col-major = W row-major [out, in]
+    let d_t = fill(outputs, batch); // delta row-major
+    let (m, n) = match product {
+        Product::Forward => (batch, outputs),
+        Product::WeightGrad => (outputs, inputs),
+        Product::InputGrad => (batch, inputs),
+    };
+    // dst row-major = (dst^T) col-major: compute dst^T = rhs^T lhs^T.
+    let mut dst_t = Mat::<f32>::zeros(n, m);
+    let mut call = || match product {
+        // (x W^T)^T = W x^T: lhs W = (W^T col-major)^T ... expressed on views:
+        Product::Forward => matmul(dst_t.as_mut(), Accum::Replace, w_t.transpose(), x_t.as_ref(), 1.0f32, par),
+        Product::WeightGrad => matmul(dst_t.as_mut(), Accum::Replace, x_t.as_ref(), d_t.transpose(), 1.0f32, par),
+        Product::InputGrad => matmul(dst_t.as_mut(), Accum::Replace, w_t.as_ref(), d_t.as_ref(), 1.0f32, par),
+    };
+    call();
+    // Enough calls for ~50 ms per sample, median of 7 samples.
+    let t = Instant::now();
+    call();
+    let once = t.elapsed().as_secs_f64().max(1e-7);
+    let calls = ((0.05 / once).ceil() as usize).clamp(1, 10_000);
+    let mut samples: Vec<f64> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..calls {
+                call();
+            }
+            t.elapsed().as_secs_f64() / calls as f64
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[3]
+}
+
+/// The GEMMs of one training step and one evaluation batch of an architecture.
+struct DenseLimit {
+    /// Seconds per training step (all products but the first layer's input gradient).
+    step: f64,
+    /// Dense FLOPs of one training step.
+    step_flops: f64,
+    /// Seconds per evaluation batch (forward products).
+    eval_batch: f64,
+    eval_flops: f64,
+    shapes: Vec<Value>,
+}
+
+fn dense_limit(sizes: &[usize], batch: usize, eval_batch: usize, par: Par) -> DenseLimit {
+    let mut limit = DenseLimit { step: 0.0, step_flops: 0.0, eval_batch: 0.0, eval_flops: 0.0, shapes: Vec::new() };
+    for (l, pair) in sizes.windows(2).enumerate() {
+        let (inp, out) = (pair[0], pair[1]);
+        let flops = 2.0 * (batch * inp * out) as f64;
+        let mut products = vec![("forward", Product::Forward), ("weight_grad", Product::WeightGrad)];
+        if l > 0 {
+            products.push(("input_grad", Product::InputGrad));
+        }
+        for (name, p) in products {
+            let t = gemm_time(p, batch, inp, out, par);
+            limit.step += t;
+            limit.step_flops += flops;
+            limit.shapes.push(json!({
+                "layer": l, "product": name, "batch": batch, "in": inp, "out": out,
+                "seconds": t, "gflops": flops / t / 1e9,
+            }));
+        }
+        let t = gemm_time(Product::Forward, eval_batch, inp, out, par);
+        limit.eval_batch += t;
+        limit.eval_flops += 2.0 * (eval_batch * inp * out) as f64;
+        limit.shapes.push(json!({
+            "layer": l, "product": "forward_eval", "batch": eval_batch, "in": inp, "out": out,
+            "seconds": t, "gflops": 2.0 * (eval_batch * inp * out) as f64 / t / 1e9,
+        }));
+    }
+    limit
+}
+
+/// A recipe's network, optimizer and data, ready to time.
+struct Recipe {
+    name: String,
+    config: ExperimentConfig,
+    data: mnist_train::PreparedData,
+}
+
+fn load_recipe(configs: &Path, file: &str, mnist: &Mnist) -> anyhow::Result<Recipe> {
+    let config = ExperimentConfig::load(&configs.join(file))?;
+    let data = mnist_train::prepare_from(&config, mnist)?;
+    Ok(Recipe { name: config.name.clone(), config, data })
+}
+
+/// Trains `steps` batches (None = one epoch) the way the trainer does; returns seconds.
+fn train_epoch(r: &Recipe, path: InputPath, par: Par, steps: Option<usize>, epochs_before: u64) -> anyhow::Result<f64> {
+    let cfg = &r.config;
+    let arch = cfg.architecture()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut net = Network::<f32>::new(&arch, &cfg.layer_inits(), &mut rng)?;
+    let mut opt = Optimizer::new(cfg.training.optimizer, &net)?;
+    let opts = cfg.train_options();
+    let train = &r.data.train;
+    let n = train.len();
+    let bs = cfg.training.batch_size.resolve(n);
+    let mut ws: Workspace<f32> = net.workspace(bs);
+    ws.set_input_path(path);
+    let mut grads = Gradients::new(&arch);
+    let mut order: Vec<usize> = (0..n).collect();
+    let (mut xb, mut yb) = (Vec::with_capacity(bs * train.dim()), Vec::with_capacity(bs));
+    let batches = steps.unwrap_or(n.div_ceil(bs));
+    let mut run = |timed: bool| -> anyhow::Result<f64> {
+        if cfg.training.shuffle == Shuffle::EachEpoch {
+            order.shuffle(&mut rng);
+        }
+        let t = Instant::now();
+        for b in 0..batches {
+            let start = (b * bs) % n;
+            let len = bs.min(n - start);
+            let (x, y) = if cfg.training.shuffle == Shuffle::EachEpoch {
+                train.gather_into(&order[start..start + len], &mut xb, &mut yb);
+                (&xb[..], &yb[..])
+            } else {
+                let v = train.batch(start, len);
+                (v.features, v.labels)
+            };
+            let lr = cfg.training.schedule.lr_at(cfg.training.learning_rate, epochs_before, b as u64);
+            compute_gradients(&net, &mut ws, &mut grads, x, y, len, &opts, &mut rng, par)?;
+            opt.step(&mut net, &grads, lr)?;
+            if !timed && b >= 3 {
+                break;
+            }
+        }
+        Ok(t.elapsed().as_secs_f64())
+    };
+    run(false)?; // warm-up: buffers, faer's packing memory, sparse panels
+    run(true)
+}
+
+fn eval_pass(r: &Recipe, path: InputPath, par: Par, reps: usize) -> anyhow::Result<f64> {
+    let cfg = &r.config;
+    let arch = cfg.architecture()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+    let net = Network::<f32>::new(&arch, &cfg.layer_inits(), &mut rng)?;
+    let mut ws = net.workspace(cfg.evaluation.batch_size);
+    ws.set_input_path(path);
+    let train = &r.data.train;
+    median_time(reps, || {
+        evaluate(&net, &mut ws, train.features(), train.labels(), cfg.training.loss, par)?;
+        Ok(())
+    })
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map_or_else(|| "unknown".to_string(), |s| s.trim().to_string());
+    let flags = cpuinfo.lines().find(|l| l.starts_with("flags")).unwrap_or_default();
+    let simd: Vec<&str> = ["avx2", "fma", "avx512f"].into_iter().filter(|f| flags.split_whitespace().any(|w| w == *f)).collect();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    json!({ "cpu": model, "cores": cores, "simd": simd, "loadavg_at_start": load.trim() })
+}
+
+fn commit() -> String {
+    let out = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output();
+    let rev = out.ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let dirty = Command::new("git")
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()
+        .ok()
+        .is_some_and(|o| !o.stdout.is_empty());
+    match rev {
+        Some(r) if dirty => format!("{r}-dirty"),
+        Some(r) => r,
+        None => "unknown".into(),
+    }
+}
+
+fn row(name: &str, seconds: f64, examples: f64, flops: f64, limit: f64) -> Value {
+    println!(
+        "  {name:<34} {seconds:>8.3} s  {:>9.0} ex/s  {:>7.1} GFLOP/s eff  {:>5.2} x dense limit ({limit:.3} s)",
+        examples / seconds,
+        flops / seconds / 1e9,
+        seconds / limit
+    );
+    json!({ "name": name, "seconds": seconds, "examples_per_second": examples / seconds,
+            "effective_gflops": flops / seconds / 1e9, "dense_limit_seconds": limit, "ratio_to_dense_limit": seconds / limit })
+}
+
+/// Runs the benchmark and writes the JSON report.
+pub fn run(settings: &Settings) -> anyhow::Result<Value> {
+    let par = par_for(settings.threads);
+    let reps = if settings.quick { 1 } else { 3 };
+    let mnist = Mnist::load(&DataSources::from_env()).context("loading MNIST")?;
+    let machine = machine();
+    println!("machine: {machine}\nthreads: {}  commit: {}", settings.threads, commit());
+    let mut recipes_json = Vec::new();
+    for file in ["two_layer_sigmoid.json", "adam_dropout.json"] {
+        let r = load_recipe(&settings.configs_dir, file, &mnist)?;
+        let sizes = r.config.architecture()?.sizes.clone();
+        let n = r.data.train.len();
+        let bs = r.config.training.batch_size.resolve(n);
+        let eval_bs = r.config.evaluation.batch_size;
+        let limit = dense_limit(&sizes, bs, eval_bs, par);
+        let steps = n as f64 / bs as f64;
+        let (train_limit, train_flops) = (limit.step * steps, limit.step_flops * steps);
+        let eval_batches = n as f64 / eval_bs as f64;
+        let (eval_limit, eval_flops) = (limit.eval_batch * eval_batches, limit.eval_flops * eval_batches);
+        println!(
+            "\n{} {:?} batch {bs}, {n} examples/epoch: {:.1} GFLOP/epoch training, faer GEMM {:.1} GFLOP/s -> dense limit {:.3} s; eval {:.1} GFLOP, limit {:.3} s",
+            r.name,
+            sizes,
+            train_flops / 1e9,
+            limit.step_flops / limit.step / 1e9,
+            train_limit,
+            eval_flops / 1e9,
+            eval_limit
+        );
+        for s in &limit.shapes {
+            println!(
+                "    gemm layer {} {:<12} {}x{}x{}: {:.1} GFLOP/s",
+                s["layer"], s["product"].as_str().unwrap_or(""), s["batch"], s["in"], s["out"], s["gflops"].as_f64().unwrap_or(0.0)
+            );
+        }
+        let mut rows = Vec::new();
+        for (label, path) in [("train epoch (auto: sparse)", InputPath::Auto), ("train epoch (forced dense)", InputPath::Dense)] {
+            let mut times = Vec::new();
+            for e in 0..reps {
+                times.push(train_epoch(&r, path, par, None, e as u64)?);
+            }
+            times.sort_by(f64::total_cmp);
+            rows.push(row(label, times[times.len() / 2], n as f64, train_flops, train_limit));
+        }
+        for (label, path) in [("eval pass (auto: sparse)", InputPath::Auto), ("eval pass (forced dense)", InputPath::Dense)] {
+            let t = eval_pass(&r, path, par, reps)?;
+            rows.push(row(label, t, n as f64, eval_flops, eval_limit));
+        }
+        recipes_json.push(json!({
+            "recipe": r.name, "sizes": sizes, "batch": bs, "examples_per_epoch": n,
+            "train_gflop_per_epoch": train_flops / 1e9, "eval_gflop_per_pass": eval_flops / 1e9,
+            "dense_limit_train_seconds": train_limit, "dense_limit_eval_seconds": eval_limit,
+            "gemm": limit.shapes, "results": rows,
+        }));
+    }
+
+    // Batch 1: three-layer-relu, single-example SGD steps.
+    let r = load_recipe(&settings.configs_dir, "three_layer_relu.json", &mnist)?;
+    let steps = if settings.quick { 2_000 } else { 10_000 };
+    let t = train_epoch(&r, InputPath::Auto, par, Some(steps), 0)?;
+    let per_s = steps as f64 / t;
+    println!(
+        "\n{} batch 1: {per_s:.0} steps/s ({:.2} us/step) -> {:.2} s per 60,000-step epoch",
+        r.name,
+        1e6 / per_s,
+        60_000.0 / per_s
+    );
+    let batch1 = json!({ "recipe": r.name, "steps_timed": steps, "steps_per_second": per_s, "epoch_seconds_60k": 60_000.0 / per_s });
+
+    // Full batch: deep-mse, a few iterations.
+    let r = load_recipe(&settings.configs_dir, "deep_mse.json", &mnist)?;
+    let iters = if settings.quick { 2 } else { 5 };
+    let t = train_epoch(&r, InputPath::Auto, par, Some(iters), 0)? / iters as f64;
+    let sizes = r.config.architecture()?.sizes.clone();
+    let n = r.data.train.len();
+    let limit = dense_limit(&sizes, n, 1000, par);
+    println!(
+        "{} full batch ({n}): {t:.3} s/iteration ({:.2} x dense limit {:.3} s) -> {:.0} s per 2,000 iterations",
+        r.name,
+        t / limit.step,
+        limit.step,
+        t * 2000.0
+    );
+    let full = json!({ "recipe": r.name, "seconds_per_iteration": t, "dense_limit_seconds": limit.step,
+                       "ratio_to_dense_limit": t / limit.step, "run_seconds_2000": t * 2000.0 });
+
+    let mut report = json!({
+        "machine": machine, "threads": settings.threads, "commit": commit(),
+        "recipes": recipes_json, "batch1": batch1, "full_batch": full,
+    });
+    if settings.peers {
+        report["peers"] = run_peers(settings, &report)?;
+    }
+    if let Some(dir) = settings.json.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&settings.json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", settings.json.display()))?;
+    println!("\nwritten {}", settings.json.display());
+    Ok(report)
+}
+
+/// Runs `bench/peers.py` (NumPy, plus PyTorch/JAX where installed) and prints ours / theirs.
+fn run_peers(settings: &Settings, ours: &Value) -> anyhow::Result<Value> {
+    let script = settings.bench_dir.join("peers.py");
+    println!("\npeers: python3 {} (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for this command)", script.display());
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg("--threads")
+        .arg(settings.threads.to_string())
+        .env_remove("OPENBLAS_CORETYPE")
+        .env_remove("OPENBLAS_L2_SIZE")
+        .output()
+        .with_context(|| format!("running {}", script.display()))?;
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        anyhow::bail!("{} failed ({})", script.display(), out.status);
+    }
+    let theirs: Value = serde_json::from_slice(&out.stdout).context("peers.py printed no JSON")?;
+    let ours_of = |recipe: &str| {
+        ours["recipes"].as_array().and_then(|rs| {
+            rs.iter().find(|r| r["recipe"] == recipe).and_then(|r| r["results"][0]["seconds"].as_f64())
+        })
+    };
+    if let Some(runs) = theirs["runs"].as_array() {
+        for run in runs {
+            let (recipe, framework) = (run["recipe"].as_str().unwrap_or(""), run["framework"].as_str().unwrap_or(""));
+            if let (Some(o), Some(t)) = (ours_of(recipe), run["epoch_seconds"].as_f64()) {
+                println!("  {recipe:<18} {framework:<22} theirs {t:>7.3} s/epoch  ours {o:>7.3} s  ours/theirs {:.2}", o / t);
+            }
+        }
+    }
+    Ok(theirs)
+}
