@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let net: Network<f32> =
         Network::new(&arch, &[LayerInit::new(WeightInit::HeNormal, BiasInit::Zero)], &mut rng)?;
     let opts = TrainOptions::new(Loss::CrossEntropy);
-    let reps = 20;
+    let reps = if batch < 8 { 20_000 } else { 20 };
     for path in [InputPath::Dense, InputPath::Sparse] {
         let mut ws = net.workspace(batch);
         ws.set_input_path(path);

@@ -189,6 +189,7 @@ impl<T: Float> Network<T> {
         par: Par,
     ) {
         let n = self.layers.len();
+        let par = if batch < 8 { Par::Seq } else { par };
         let (policy, max_batch) = (ws.input_path(), ws.max_batch());
         let Workspace { layers: bufs, logits, sparse, .. } = ws;
         // The first layer's path (sparse kernels or one GEMM) is chosen on this batch's density.

@@ -62,8 +62,13 @@ pub(crate) struct SparseInput<T> {
     val: Vec<T>,
     /// Layer 0's `W^T` in panels (zero-padded past the last output).
     wt: Vec<T>,
-    /// Gradient panels, same layout.
-    gt: Vec<T>,
+    /// `delta` in panels (`batch x PANEL` each) for the backward pass.
+    dt: Vec<T>,
+    /// The batch by input column (CSC) for the backward pass: rows and values.
+    col_ptr: Vec<usize>,
+    crow: Vec<u32>,
+    cval: Vec<T>,
+    max_batch: usize,
     /// Per-output constant of the forward pass (`b + c * rowsum(W)`).
     init: Vec<T>,
 }
@@ -73,6 +78,7 @@ impl<T: Float> SparseInput<T> {
     /// background value. Allocates (once) on the first sparse batch.
     pub(crate) fn prepare(&mut self, x: &[T], batch: usize, inputs: usize, max_batch: usize, policy: InputPath) {
         self.background = None;
+        self.max_batch = max_batch;
         let zero = T::from_f64(0.0);
         let Some(&first) = x.first() else { return };
         if inputs == 0 || u32::try_from(inputs).is_err() || policy == InputPath::Dense {
@@ -134,7 +140,6 @@ impl<T: Float> SparseInput<T> {
         let zero = T::from_f64(0.0);
         if self.wt.len() != panels * inputs * PANEL {
             self.wt = vec![zero; panels * inputs * PANEL];
-            self.gt = vec![zero; panels * inputs * PANEL];
         }
         // Per-output constant b + c * rowsum(W), each row summed in order.
         self.init.clear();
@@ -164,20 +169,63 @@ impl<T: Float> SparseInput<T> {
     pub(crate) fn weight_gradient(&mut self, delta: &[T], bias_grad: &[T], inputs: usize, grad: &mut [T], par: Par) {
         let outputs = bias_grad.len();
         let Some(c) = self.background else { return };
-        if outputs == 0 || inputs == 0 || self.gt.len() != outputs.div_ceil(PANEL) * inputs * PANEL {
+        if outputs == 0 || inputs == 0 {
             return;
         }
+        let zero = T::from_f64(0.0);
+        let rows = delta.len() / outputs;
+        let panels = outputs.div_ceil(PANEL);
+        let stride = self.max_batch.max(rows) * PANEL;
+        if self.dt.len() != panels * stride {
+            self.dt = vec![zero; panels * stride];
+        }
+        // CSC of the batch: a counting sort of the CSR by column, rows ascending in each column.
+        let nnz = self.row_ptr.get(rows).copied().unwrap_or(0);
+        if self.crow.len() < self.idx.len() {
+            self.crow.resize(self.idx.len(), 0);
+            self.cval.resize(self.val.len(), zero);
+        }
+        self.col_ptr.clear();
+        self.col_ptr.resize(inputs + 1, 0);
+        for &i in self.idx.get(..nnz).unwrap_or(&[]) {
+            if let Some(cnt) = self.col_ptr.get_mut(i as usize + 1) {
+                *cnt += 1;
+            }
+        }
+        for k in 1..=inputs {
+            self.col_ptr[k] += self.col_ptr[k - 1];
+        }
+        // Reuse `col_ptr[i]` as the write cursor of column i, then shift back.
+        for (r, span) in (0u32..).zip(self.row_ptr.windows(2).take(rows)) {
+            let (Some(ix), Some(vs)) = (self.idx.get(span[0]..span[1]), self.val.get(span[0]..span[1])) else {
+                continue;
+            };
+            for (&i, &v) in ix.iter().zip(vs) {
+                if let Some(cur) = self.col_ptr.get_mut(i as usize) {
+                    if let (Some(cr), Some(cv)) = (self.crow.get_mut(*cur), self.cval.get_mut(*cur)) {
+                        *cr = r;
+                        *cv = v;
+                    }
+                    *cur += 1;
+                }
+            }
+        }
+        for k in (1..=inputs).rev() {
+            self.col_ptr[k] = self.col_ptr[k - 1];
+        }
+        self.col_ptr[0] = 0;
         let task = Backward {
-            row_ptr: &self.row_ptr,
-            idx: &self.idx,
-            val: &self.val,
+            col_ptr: &self.col_ptr,
+            crow: &self.crow,
+            cval: &self.cval,
             delta,
             bias_grad,
             c,
             inputs,
             outputs,
+            rows,
         };
-        split_panels(&mut self.gt, grad, 0, outputs.div_ceil(PANEL), inputs, par, &task);
+        split_panels(&mut self.dt, grad, 0, panels, stride, inputs, par, &task);
     }
 }
 
@@ -188,18 +236,19 @@ fn capacity(max_batch: usize, inputs: usize) -> usize {
 
 
 /// `weight` `[outputs, inputs]` into panels of [`PANEL`] outputs (`inputs x PANEL` each);
-/// padding columns are left as they are (zero from allocation).
+/// padding columns are left as they are (zero from allocation). Blocks of 8 inputs keep the
+/// eight destination rows of a block in L1 while the panel's weight rows stream through.
 fn transpose_into_panels<T: Float>(weight: &[T], inputs: usize, outputs: usize, wt: &mut [T]) {
     for (p, panel) in wt.chunks_exact_mut(inputs * PANEL).enumerate() {
         let o0 = p * PANEL;
         let rows = weight.get(o0 * inputs..(outputs.min(o0 + PANEL)) * inputs).unwrap_or(&[]);
         let (cells, _) = panel.as_chunks_mut::<PANEL>();
-        // Eight weight rows at a time: each panel row gets eight contiguous values per pass.
-        for (g, group) in rows.chunks(8 * inputs).enumerate() {
-            for (j, wrow) in group.chunks_exact(inputs).enumerate() {
-                let col = g * 8 + j;
-                for (cell, &w) in cells.iter_mut().zip(wrow) {
-                    if let Some(slot) = cell.get_mut(col) {
+        for (b, block) in cells.chunks_mut(8).enumerate() {
+            let i0 = b * 8;
+            for (j, wrow) in rows.chunks_exact(inputs).enumerate() {
+                let src = wrow.get(i0..i0 + block.len()).unwrap_or(&[]);
+                for (cell, &w) in block.iter_mut().zip(src) {
+                    if let Some(slot) = cell.get_mut(j) {
                         *slot = w;
                     }
                 }
@@ -233,27 +282,29 @@ trait PanelTask<T>: Sync {
     fn run(&self, first_panel: usize, gt: &mut [T], grad: &mut [T]);
 }
 
-/// Splits `panels` panels (`gt`: `inputs x PANEL` each; `grad`: `PANEL` rows of `inputs` each,
+/// Splits `panels` panels (`dt`: `stride` values each; `grad`: `PANEL` rows of `inputs` each,
 /// the last possibly fewer) between the threads of `par`.
+#[allow(clippy::too_many_arguments)]
 fn split_panels<T: Float, K: PanelTask<T>>(
-    gt: &mut [T],
+    dt: &mut [T],
     grad: &mut [T],
     first: usize,
     panels: usize,
+    stride: usize,
     inputs: usize,
     par: Par,
     task: &K,
 ) {
     if parallelism_degree(par) <= 1 || panels < 2 {
-        task.run(first, gt, grad);
+        task.run(first, dt, grad);
         return;
     }
     let half = panels / 2;
-    let (ga, gb) = gt.split_at_mut((half * inputs * PANEL).min(gt.len()));
+    let (da, db) = dt.split_at_mut((half * stride).min(dt.len()));
     let (wa, wb) = grad.split_at_mut((half * PANEL * inputs).min(grad.len()));
     join_raw(
-        |p| split_panels(ga, wa, first, half, inputs, p, task),
-        |p| split_panels(gb, wb, first + half, panels - half, inputs, p, task),
+        |p| split_panels(da, wa, first, half, stride, inputs, p, task),
+        |p| split_panels(db, wb, first + half, panels - half, stride, inputs, p, task),
         par,
     );
 }
@@ -364,51 +415,54 @@ fn panel_dot<T: Float>(init: [T; PANEL], cells: &[[T; PANEL]], ix: &[u32], vs: &
 }
 
 struct Backward<'a, T> {
-    row_ptr: &'a [usize],
-    idx: &'a [u32],
-    val: &'a [T],
+    col_ptr: &'a [usize],
+    crow: &'a [u32],
+    cval: &'a [T],
     delta: &'a [T],
     bias_grad: &'a [T],
     c: T,
     inputs: usize,
     outputs: usize,
+    rows: usize,
 }
 
 impl<T: Float> PanelTask<T> for Backward<'_, T> {
-    fn run(&self, first_panel: usize, gt: &mut [T], grad: &mut [T]) {
-        pulp::Arch::new().dispatch(BackwardCall { kernel: self, first_panel, gt, grad });
+    fn run(&self, first_panel: usize, dt: &mut [T], grad: &mut [T]) {
+        pulp::Arch::new().dispatch(BackwardCall { kernel: self, first_panel, gt: dt, grad });
     }
 }
 
 impl<T: Float> Backward<'_, T> {
-    /// Per panel: `G[i, :] += val * delta[row, panel]` over every non-zero in batch order, then
-    /// `grad[o, i] = G[i, o] + c * bias_grad[o]`.
+    /// Per panel: copy `delta[:, panel]` into a contiguous `rows x PANEL` block, then for each
+    /// input `i`, `grad[panel, i] = sum over the rows b with x[b, i] != c of val * delta[b, panel]`
+    /// (rows in order, even and odd terms in two accumulators) `+ c * bias_grad[panel]`.
     #[inline(always)]
-    fn kernel(&self, first_panel: usize, gt: &mut [T], grad: &mut [T]) {
+    fn kernel(&self, first_panel: usize, dt: &mut [T], grad: &mut [T]) {
         let zero = T::from_f64(0.0);
         let n = self.outputs;
-        for (k, (panel, gw)) in gt.chunks_exact_mut(self.inputs * PANEL).zip(grad.chunks_mut(PANEL * self.inputs)).enumerate() {
+        let stride = dt.len() / grad.len().div_ceil(PANEL * self.inputs).max(1);
+        for (k, (block, gw)) in dt.chunks_exact_mut(stride).zip(grad.chunks_mut(PANEL * self.inputs)).enumerate() {
             let o0 = (first_panel + k) * PANEL;
             let w = PANEL.min(n - o0);
-            panel.fill(zero);
-            let (cells, _) = panel.as_chunks_mut::<PANEL>();
-            for (drow, span) in self.delta.chunks_exact(n).zip(self.row_ptr.windows(2)) {
-                let (s, e) = (span[0], span[1]);
-                let (Some(ix), Some(vs)) = (self.idx.get(s..e), self.val.get(s..e)) else { continue };
-                let mut d = [zero; PANEL];
-                d[..w].copy_from_slice(&drow[o0..o0 + w]);
-                for (&i, &v) in ix.iter().zip(vs) {
-                    if let Some(g) = cells.get_mut(i as usize) {
-                        for j in 0..PANEL {
-                            g[j] = d[j].mul_add(v, g[j]);
-                        }
-                    }
+            let (cells, _) = block.as_chunks_mut::<PANEL>();
+            for (cell, drow) in cells.iter_mut().zip(self.delta.chunks_exact(n)).take(self.rows) {
+                cell[..w].copy_from_slice(&drow[o0..o0 + w]);
+            }
+            let cells = &cells[..self.rows.min(cells.len())];
+            let mut corr = [zero; PANEL];
+            if self.c != zero {
+                for (cj, &b) in corr.iter_mut().zip(&self.bias_grad[o0..o0 + w]) {
+                    *cj = self.c * b;
                 }
             }
-            for (j, grow) in gw.chunks_exact_mut(self.inputs).enumerate() {
-                let corr = if self.c == zero { zero } else { self.c * self.bias_grad[o0 + j] };
-                for (gi, g) in grow.iter_mut().zip(cells.iter()) {
-                    *gi = g[j] + corr;
+            for (i, span) in self.col_ptr.windows(2).enumerate() {
+                let (s, e) = (span[0], span[1]);
+                let (Some(rs), Some(vs)) = (self.crow.get(s..e), self.cval.get(s..e)) else { continue };
+                let acc = panel_dot(corr, cells, rs, vs);
+                for (grow, &a) in gw.chunks_exact_mut(self.inputs).zip(&acc) {
+                    if let Some(g) = grow.get_mut(i) {
+                        *g = a;
+                    }
                 }
             }
         }

@@ -8,6 +8,9 @@ use crate::dense::gemm;
 use crate::network::TrainPass;
 use crate::{Architecture, CoreError, Float, Loss, Network, Optimizer, Workspace};
 
+/// Batches below this size run single-threaded: thread hand-offs would cost more than they save.
+const SMALL_BATCH: usize = 8;
+
 /// What a training step computes besides the plain forward pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -179,6 +182,8 @@ pub fn compute_gradients<T: Float>(
     par: Par,
 ) -> Result<f64, CoreError> {
     let first_active = check_train_inputs(net, ws, grads, x, labels, batch, opts)?;
+    // A few examples are not worth waking other threads for (results are the same either way).
+    let par = if batch < SMALL_BATCH { Par::Seq } else { par };
     let arch = net.architecture();
     let n = net.num_layers();
     let first_needed = first_active.unwrap_or(n);
@@ -223,7 +228,12 @@ pub fn compute_gradients<T: Float>(
             for row in delta.chunks_exact(out) {
                 g.bias.iter_mut().zip(row).for_each(|(b, &d)| *b += d);
             }
-            if l == 0 && sparse.background.is_some() {
+            if batch == 1 {
+                // An outer product: no GEMM set-up for single-example steps.
+                for (grow, &d) in g.weight.chunks_exact_mut(inp).zip(delta) {
+                    grow.iter_mut().zip(input).for_each(|(gw, &xv)| *gw = d * xv);
+                }
+            } else if l == 0 && sparse.background.is_some() {
                 // dW = delta^T X as a scatter-add of the non-zero inputs (+ rank-1 term).
                 sparse.weight_gradient(delta, &g.bias, inp, &mut g.weight, par);
             } else {
