@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Vectorized NumPy (and PyTorch/JAX where installed) versions of two reference recipes,
+timed per training epoch for `cargo xtask bench --peers`. Not a test, not a dependency.
+
+two-layer-sigmoid: 784-300 sigmoid-10 softmax, W ~ N(0,1), SGD lr 5, batch 1000 in fixed
+order, 50,000 standardized examples.  adam-dropout: 784-400 ReLU-100 ReLU-10 softmax, He
+init, inverted dropout keep 0.4/0.5, Adam (0.8, 0.999), batch 256 reshuffled, 60,000 x/255.
+
+Prints one JSON object on stdout; progress on stderr. float32 throughout, like mnist-rs.
+"""
+import argparse, gzip, json, os, struct, sys, time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data" / "mnist"
+
+
+def idx(name):
+    raw = gzip.open(DATA / name, "rb").read()
+    magic, n = struct.unpack(">II", raw[:8])
+    if magic == 2051:
+        r, c = struct.unpack(">II", raw[8:16])
+        return np.frombuffer(raw, np.uint8, offset=16).reshape(n, r * c)
+    return np.frombuffer(raw, np.uint8, offset=8)
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def numpy_two_layer_sigmoid(x, y, rng):
+    W1 = rng.standard_normal((784, 300), dtype=np.float32)
+    b1 = np.zeros(300, np.float32)
+    W2 = rng.standard_normal((300, 10), dtype=np.float32)
+    b2 = np.zeros(10, np.float32)
+    lr, bs = np.float32(5.0), 1000
+    onehot = np.eye(10, dtype=np.float32)[y]
+
+    def epoch(steps=None):
+        nonlocal W1, b1, W2, b2
+        n = len(x) if steps is None else steps * bs
+        for s in range(0, n, bs):
+            xb, tb = x[s:s + bs], onehot[s:s + bs]
+            h = 1.0 / (1.0 + np.exp(-(xb @ W1 + b1)))
+            p = softmax(h @ W2 + b2)
+            dz2 = (p - tb) / np.float32(len(xb))
+            dh = (dz2 @ W2.T) * h * (1 - h)
+            W2 -= lr * (h.T @ dz2); b2 -= lr * dz2.sum(0)
+            W1 -= lr * (xb.T @ dh); b1 -= lr * dh.sum(0)
+    return epoch
+
+
+def numpy_adam_dropout(x, y, rng):
+    sizes = [784, 400, 100, 10]
+    Ws = [(rng.standard_normal((a, b), dtype=np.float32) * np.float32(np.sqrt(2.0 / a))) for a, b in zip(sizes, sizes[1:])]
+    bs_ = [np.zeros(b, np.float32) for b in sizes[1:]]
+    params = Ws + bs_
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    keep = [0.4, 0.5]
+    b1, b2, eps, lr, bs = 0.8, 0.999, 1e-8, 0.005, 256
+    onehot = np.eye(10, dtype=np.float32)[y]
+    t = [0]
+
+    def epoch(steps=None):
+        order = rng.permutation(len(x))
+        n = len(x) if steps is None else steps * bs
+        for s in range(0, n, bs):
+            ix = order[s:s + bs]
+            xb, tb = x[ix], onehot[ix]
+            acts, masks = [xb], []
+            a = xb
+            for l in range(2):
+                z = a @ Ws[l] + bs_[l]
+                mk = (rng.random(z.shape, dtype=np.float32) < keep[l]) / np.float32(keep[l])
+                a = np.maximum(z, 0) * mk
+                masks.append((z > 0) * mk)
+                acts.append(a)
+            p = softmax(a @ Ws[2] + bs_[2])
+            d = (p - tb) / np.float32(len(xb))
+            grads_w, grads_b = [None] * 3, [None] * 3
+            for l in (2, 1, 0):
+                grads_w[l] = acts[l].T @ d
+                grads_b[l] = d.sum(0)
+                if l > 0:
+                    d = (d @ Ws[l].T) * masks[l - 1]
+            t[0] += 1
+            c1, c2 = 1 - b1 ** t[0], 1 - b2 ** t[0]
+            for k, (p_, g) in enumerate(zip(params, grads_w + grads_b)):
+                m[k] *= b1; m[k] += (1 - b1) * g
+                v[k] *= b2; v[k] += (1 - b2) * g * g
+                p_ -= np.float32(lr) * (m[k] / c1) / (np.sqrt(v[k] / c2) + eps)
+    return epoch
+
+
+def torch_epochs(x_sig, y_sig, x_adam, y_adam, threads):
+    import torch
+    torch.set_num_threads(threads)
+    out = {}
+    xs, ys = torch.from_numpy(x_sig), torch.from_numpy(y_sig.astype(np.int64))
+    net = torch.nn.Sequential(torch.nn.Linear(784, 300), torch.nn.Sigmoid(), torch.nn.Linear(300, 10))
+    opt = torch.optim.SGD(net.parameters(), lr=5.0)
+    def sig(steps=None):
+        n = len(xs) if steps is None else steps * 1000
+        for s in range(0, n, 1000):
+            opt.zero_grad(); torch.nn.functional.cross_entropy(net(xs[s:s + 1000]), ys[s:s + 1000]).backward(); opt.step()
+    out["two-layer-sigmoid"] = sig
+    xa, ya = torch.from_numpy(x_adam), torch.from_numpy(y_adam.astype(np.int64))
+    net2 = torch.nn.Sequential(torch.nn.Linear(784, 400), torch.nn.ReLU(), torch.nn.Dropout(0.6),
+                               torch.nn.Linear(400, 100), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(100, 10))
+    opt2 = torch.optim.Adam(net2.parameters(), lr=0.005, betas=(0.8, 0.999))
+    def adam(steps=None):
+        order = torch.randperm(len(xa))
+        n = len(xa) if steps is None else steps * 256
+        for s in range(0, n, 256):
+            ix = order[s:s + 256]
+            opt2.zero_grad(); torch.nn.functional.cross_entropy(net2(xa[ix]), ya[ix]).backward(); opt2.step()
+    out["adam-dropout"] = adam
+    return out, f"torch {torch.__version__}"
+
+
+def time_epoch(epoch, reps):
+    epoch(steps=3)  # warm-up
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter(); epoch(); times.append(time.perf_counter() - t)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args()
+    from threadpoolctl import threadpool_info, threadpool_limits
+    threadpool_limits(args.threads)
+    info = [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads")} for d in threadpool_info()]
+    log("numpy", np.__version__, "BLAS:", info)
+
+    images, labels = idx("train-images-idx3-ubyte.gz"), idx("train-labels-idx1-ubyte.gz")
+    px = images.astype(np.float32) / np.float32(255.0)
+    # two-layer-sigmoid: holdout of 10,000 by a seeded shuffle, standardized on the rest.
+    perm = np.random.default_rng(100).permutation(60000)
+    tr = perm[10000:]
+    mean, std = px[tr].mean(dtype=np.float64), px[tr].std(dtype=np.float64)
+    x_sig = ((px[tr] - np.float32(mean)) / np.float32(std)).astype(np.float32)
+    y_sig = labels[tr]
+    x_adam, y_adam = px, labels
+
+    rng = np.random.default_rng(0)
+    runs = []
+    for recipe, make, x, y in (("two-layer-sigmoid", numpy_two_layer_sigmoid, x_sig, y_sig),
+                               ("adam-dropout", numpy_adam_dropout, x_adam, y_adam)):
+        t = time_epoch(make(x, y, rng), args.reps)
+        log(f"numpy {recipe}: {t:.3f} s/epoch")
+        runs.append({"recipe": recipe, "framework": f"numpy {np.__version__}", "epoch_seconds": t})
+    try:
+        fns, name = torch_epochs(x_sig, y_sig, x_adam, y_adam, args.threads)
+        for recipe, fn in fns.items():
+            t = time_epoch(fn, args.reps)
+            log(f"{name} {recipe}: {t:.3f} s/epoch")
+            runs.append({"recipe": recipe, "framework": name, "epoch_seconds": t})
+    except ImportError:
+        log("torch not installed: skipped")
+    print(json.dumps({"threads": args.threads, "blas": info, "runs": runs,
+                      "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}}))
+
+
+if __name__ == "__main__":
+    main()
