@@ -500,7 +500,7 @@ impl ExperimentConfig {
                         "must be at least 1".into(),
                     ));
                 }
-                if train_per_class + validation_per_class > rarest {
+                if train_per_class.saturating_add(validation_per_class) > rarest {
                     return Err((
                         field("data.split"),
                         format!(
@@ -554,13 +554,20 @@ impl ExperimentConfig {
         let mut widths = vec![m.inputs];
         widths.extend(m.hidden.iter().map(|h| h.size));
         widths.push(m.output.size);
+        // Saturating: widths come straight from the file and may be absurd (u64::MAX each).
         let params: u128 = widths
             .windows(2)
-            .map(|w| (w[0] as u128 + 1) * w[1] as u128)
-            .sum();
+            .map(|w| (w[0] as u128 + 1).saturating_mul(w[1] as u128))
+            .fold(0, u128::saturating_add);
         let batch = self.training.batch_size.resolve(self.train_size()) as u128;
-        let activations: u128 = widths.iter().map(|&w| w as u128).sum::<u128>() * batch * 4;
-        let bytes = params * 4 * 4 + activations * 4;
+        let activations: u128 = widths
+            .iter()
+            .map(|&w| w as u128)
+            .fold(0, u128::saturating_add)
+            .saturating_mul(batch * 4);
+        let bytes = params
+            .saturating_mul(4 * 4)
+            .saturating_add(activations.saturating_mul(4));
         if bytes > u128::from(MEMORY_LIMIT_BYTES) {
             return Err((
                 "model.hidden".into(),
