@@ -33,12 +33,13 @@ fn quick_reproduce_of_two_layer_sigmoid_prints_the_table_and_writes_the_run() {
         row.contains("test ~0.93") && row.contains("test >= 0.92") && row.contains("quick run"),
         "{row}"
     );
-    // The short run learned something real: parse "test 0.xxxx".
-    let ours: f64 = row
-        .split("| test ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
+    // The short run learned something real: the "ours" cell reads "test 0.xxxx (train ...)".
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let ours: f64 = cells
+        .get(3)
+        .and_then(|c| c.strip_prefix("test "))
+        .and_then(|c| c.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no accuracy in {row}"));
     assert!(ours > 0.5, "quick two-layer-sigmoid reached only {ours}");
     let dir = results.path().join("two-layer-sigmoid");
