@@ -110,6 +110,9 @@ pub enum DatasetError {
 
     #[error("invalid split: {0}")]
     InvalidSplit(String),
+
+    #[error("invalid augmentation: {0}")]
+    InvalidAugmentation(String),
 }
 
 impl DatasetError {

@@ -24,6 +24,7 @@
 //! ```
 
 pub mod atomic;
+pub mod augment;
 pub mod dataset;
 pub mod digitize;
 pub mod error;
