@@ -47,6 +47,9 @@ pub struct RunState {
     pub shuffle_rng: RngState,
     /// The dropout RNG now.
     pub dropout_rng: RngState,
+    /// The augmentation RNG now (runs with augmentation only).
+    #[serde(default)]
+    pub augment_rng: Option<RngState>,
     /// Sums over the batches of `epoch` trained so far: loss, batches, seconds.
     pub epoch_loss_sum: f64,
     pub epoch_batches: usize,

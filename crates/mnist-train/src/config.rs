@@ -13,6 +13,7 @@ use std::path::Path;
 use mnist_core::{
     Activation, Architecture, LayerInit, Loss, OptimizerConfig, OutputHead, Schedule, TrainOptions,
 };
+use mnist_dataset::augment::AugmentConfig;
 use mnist_dataset::files::TRAIN_CLASS_COUNTS;
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +66,9 @@ pub struct DataConfig {
     /// Use only the first N examples of the test set.
     #[serde(default)]
     pub test_limit: Option<usize>,
+    /// Random distortions of each training batch (off when absent).
+    #[serde(default)]
+    pub augmentation: Option<AugmentConfig>,
 }
 
 /// How the 60,000 training images are divided. The 10,000 test images are always the test set.
@@ -509,6 +513,10 @@ impl ExperimentConfig {
                     ));
                 }
             }
+        }
+        if let Some(aug) = &self.data.augmentation {
+            aug.validate()
+                .map_err(|e| (field("data.augmentation"), e.to_string()))?;
         }
         for (name, limit) in [
             ("data.train_limit", self.data.train_limit),

@@ -11,6 +11,7 @@ use mnist_core::faer::Par;
 use mnist_core::rand_chacha::ChaCha8Rng;
 use mnist_core::{Gradients, Network, Optimizer, RngState, Workspace, compute_gradients, evaluate};
 use mnist_dataset::Dataset;
+use mnist_dataset::augment::Augmenter;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -117,6 +118,7 @@ fn rng_stream(seed: u64, stream: u64) -> ChaCha8Rng {
 const INIT_STREAM: u64 = 0;
 const SHUFFLE_STREAM: u64 = 1;
 const DROPOUT_STREAM: u64 = 2;
+const AUGMENT_STREAM: u64 = 3;
 
 fn eval_split(
     net: &Network<f32>,
@@ -197,6 +199,7 @@ pub fn run(
                 optimizer_step: 0,
                 shuffle_rng: RngState::capture(&rng_stream(config.seed, SHUFFLE_STREAM)),
                 dropout_rng: RngState::capture(&rng_stream(config.seed, DROPOUT_STREAM)),
+                augment_rng: Some(RngState::capture(&rng_stream(config.seed, AUGMENT_STREAM))),
                 epoch_loss_sum: 0.0,
                 epoch_batches: 0,
                 epoch_seconds: 0.0,
@@ -227,6 +230,15 @@ pub fn run(
     let mut eval_ws = net.workspace(config.evaluation.batch_size);
     let mut grads = Gradients::<f32>::new(&arch);
     let mut dropout_rng = state.dropout_rng.restore();
+    let mut augment_rng = state
+        .augment_rng
+        .map_or_else(|| rng_stream(config.seed, AUGMENT_STREAM), |s| s.restore());
+    let mut augmenter = match config.data.augmentation.filter(|a| a.is_active()) {
+        Some(a) => Some(Augmenter::new(a)?),
+        None => None,
+    };
+    // What an empty pixel is in this normalization: it fills what moves into the frame.
+    let background = data.preprocessing.apply(0);
     let mut order: Vec<usize> = (0..n).collect();
     let (mut x_buf, mut y_buf) = (
         Vec::with_capacity(batch_size * data.train.dim()),
@@ -250,14 +262,25 @@ pub fn run(
         for b in state.next_batch..batches_per_epoch {
             let start = b * batch_size;
             let len = batch_size.min(n - start);
-            let (x, y) = match config.training.shuffle {
-                Shuffle::Fixed => {
+            let (x, y) = match (config.training.shuffle, augmenter.as_mut()) {
+                (Shuffle::Fixed, None) => {
                     let view = data.train.batch(start, len);
                     (view.features, view.labels)
                 }
-                Shuffle::EachEpoch => {
-                    data.train
-                        .gather_into(&order[start..start + len], &mut x_buf, &mut y_buf);
+                (shuffle, augmenter) => {
+                    if shuffle == Shuffle::Fixed {
+                        let view = data.train.batch(start, len);
+                        x_buf.clear();
+                        x_buf.extend_from_slice(view.features);
+                        y_buf.clear();
+                        y_buf.extend_from_slice(view.labels);
+                    } else {
+                        data.train
+                            .gather_into(&order[start..start + len], &mut x_buf, &mut y_buf);
+                    }
+                    if let Some(aug) = augmenter {
+                        aug.augment_batch(&mut x_buf, background, &mut augment_rng);
+                    }
                     (&x_buf[..], &y_buf[..])
                 }
             };
@@ -308,6 +331,7 @@ pub fn run(
                 state.next_batch = b + 1;
                 state.epoch_seconds = seconds_before + epoch_started.elapsed().as_secs_f64();
                 state.dropout_rng = RngState::capture(&dropout_rng);
+                state.augment_rng = Some(RngState::capture(&augment_rng));
                 state.optimizer_step = optimizer.state().step;
                 let path = out.join(files::CHECKPOINT);
                 checkpoint::save(&path, &state, &net, &optimizer)?;
@@ -386,6 +410,7 @@ pub fn run(
         state.epoch_seconds = 0.0;
         state.shuffle_rng = RngState::capture(&shuffle_rng);
         state.dropout_rng = RngState::capture(&dropout_rng);
+        state.augment_rng = Some(RngState::capture(&augment_rng));
         state.optimizer_step = optimizer.state().step;
         let every = config.checkpoint.every_epochs;
         if every > 0 && (state.epoch % every == 0 || state.epoch == config.training.epochs) {

@@ -213,6 +213,7 @@ fn tiny_checkpoint() -> Vec<u8> {
         optimizer_step: 3,
         shuffle_rng: RngState::capture(&ChaCha8Rng::seed_from_u64(1)),
         dropout_rng: RngState::capture(&ChaCha8Rng::seed_from_u64(2)),
+        augment_rng: None,
         epoch_loss_sum: 0.0,
         epoch_batches: 0,
         epoch_seconds: 0.0,

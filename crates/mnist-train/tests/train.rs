@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 
 use mnist_core::Network;
+use mnist_dataset::augment::{AugmentConfig, ElasticConfig};
 use mnist_dataset::{DataSources, Mnist};
 use mnist_train::config::BatchSize;
 use mnist_train::trainer::files;
@@ -142,6 +143,16 @@ fn every_reference_recipe_trains_briefly_on_real_data() {
 fn resuming_from_a_checkpoint_equals_the_uninterrupted_run() {
     let mut config = short("adam_dropout.json", 2048, 3);
     config.training.batch_size = BatchSize::Examples(128);
+    // Augmentation draws from its own RNG stream, which the checkpoint must carry too.
+    config.data.augmentation = Some(AugmentConfig {
+        translate: 1.5,
+        rotate_degrees: 8.0,
+        scale: 0.05,
+        elastic: Some(ElasticConfig {
+            alpha: 34.0,
+            sigma: 4.0,
+        }),
+    });
     let data = mnist_train::prepare_from(&config, mnist()).unwrap();
 
     let whole = tempfile::tempdir().unwrap();
@@ -312,4 +323,28 @@ fn early_stopping_keeps_the_best_model() {
     );
     let best_model = mnist_core::load_model::<f32>(dir.path().join(files::BEST_MODEL)).unwrap();
     assert!(best_model.network.bit_identical(&params(dir.path())));
+}
+
+#[test]
+fn augmented_training_still_learns() {
+    let mut config = short("adam_dropout.json", 5000, 2);
+    config.data.augmentation = Some(AugmentConfig {
+        translate: 2.0,
+        rotate_degrees: 10.0,
+        scale: 0.1,
+        elastic: Some(ElasticConfig {
+            alpha: 34.0,
+            sigma: 4.0,
+        }),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run(&config, dir.path());
+    assert!(
+        summary.test_accuracy >= 0.75,
+        "augmented run reached {}",
+        summary.test_accuracy
+    );
+    // The saved config records the augmentation that ran.
+    let saved = ExperimentConfig::load(&dir.path().join(files::CONFIG)).unwrap();
+    assert_eq!(saved.data.augmentation, config.data.augmentation);
 }
