@@ -181,3 +181,53 @@ fn bad_inputs_get_their_message_and_exit_code() {
         }
     }
 }
+
+#[test]
+fn augment_writes_a_preview_grid() {
+    use mnist_dataset::augment::{AugmentConfig, ElasticConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = quick_config("adam_dropout.json", 1000, 1);
+    config.data.augmentation = Some(AugmentConfig {
+        translate: 2.0,
+        rotate_degrees: 10.0,
+        scale: 0.1,
+        elastic: Some(ElasticConfig {
+            alpha: 34.0,
+            sigma: 4.0,
+        }),
+    });
+    let cfg = write_config(dir.path(), &config);
+    let png = dir.path().join("grid.png");
+    let out = mnist(&[
+        "augment",
+        cfg.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+        "--count",
+        "3",
+        "--variants",
+        "2",
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+    // IHDR width and height: 3 tiles of 30 px + 2 px, doubled; 3 rows likewise.
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!((width, height), (184, 184));
+
+    // Without augmentation in the config there is nothing to show: a clear error.
+    let plain = write_config(dir.path(), &quick_config("one_hidden_relu.json", 1000, 1));
+    let out = mnist(&[
+        "augment",
+        plain.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("data.augmentation"),
+        "{:?}",
+        text(&out)
+    );
+}

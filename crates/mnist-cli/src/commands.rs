@@ -300,3 +300,69 @@ pub fn inspect(file: &Path) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+pub fn augment_preview(
+    config_path: &Path,
+    out: &Path,
+    count: usize,
+    variants: usize,
+    flags: &DataArgs,
+) -> anyhow::Result<()> {
+    use mnist_core::rand_chacha::ChaCha8Rng;
+    use mnist_dataset::augment::Augmenter;
+    use rand::SeedableRng;
+
+    let config = ExperimentConfig::load(config_path)?;
+    let Some(aug) = config.data.augmentation.filter(|a| a.is_active()) else {
+        bail!(
+            "{}: data.augmentation is absent or all zero; nothing to show",
+            config_path.display()
+        );
+    };
+    let (count, variants) = (count.clamp(1, 64), variants.clamp(1, 16));
+    let images = load_split(&sources(None, flags), Split::Train)?;
+    let mut augmenter = Augmenter::new(aug)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    // Tiles of 28x28 with a 2-pixel gutter, upscaled 2x so details are visible.
+    let (side, gap, zoom) = (28usize, 2usize, 2usize);
+    let cols = variants + 1;
+    let (w, h) = (cols * (side + gap) + gap, count * (side + gap) + gap);
+    let mut grid = image::GrayImage::from_pixel(w as u32, h as u32, image::Luma([60]));
+    for row in 0..count {
+        let raw = images
+            .image(row)
+            .context("the training set has fewer images than --count")?;
+        let original: Vec<f32> = raw.iter().map(|&p| f32::from(p) / 255.0).collect();
+        for col in 0..cols {
+            let mut tile = original.clone();
+            if col > 0 {
+                augmenter.augment_image(&mut tile, 0.0, &mut rng);
+            }
+            for (i, v) in tile.iter().enumerate() {
+                let (x, y) = (
+                    gap + col * (side + gap) + i % side,
+                    gap + row * (side + gap) + i / side,
+                );
+                let level = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+                grid.put_pixel(x as u32, y as u32, image::Luma([level]));
+            }
+        }
+    }
+    let grid = image::imageops::resize(
+        &grid,
+        (w * zoom) as u32,
+        (h * zoom) as u32,
+        image::imageops::FilterType::Nearest,
+    );
+    let mut png = std::io::Cursor::new(Vec::new());
+    grid.write_to(&mut png, image::ImageFormat::Png)
+        .context("encoding the PNG")?;
+    mnist_dataset::atomic::write_file_atomically(out, png.get_ref())
+        .with_context(|| format!("{}: cannot write", out.display()))?;
+    println!(
+        "{}: {count} digits, each followed by {variants} augmented versions ({:?})",
+        out.display(),
+        aug
+    );
+    Ok(())
+}

@@ -62,6 +62,21 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Write a PNG grid of training digits and augmented versions of them, as a config's
+    /// `data.augmentation` would distort them, for a look before training.
+    Augment {
+        /// An experiment config with `data.augmentation`.
+        config: PathBuf,
+        /// The PNG to write.
+        #[arg(long, default_value = "augmented.png")]
+        out: PathBuf,
+        /// How many digits (one row each: the original, then `--variants` distortions).
+        #[arg(long, default_value_t = 8)]
+        count: usize,
+        /// Distorted versions per digit.
+        #[arg(long, default_value_t = 7)]
+        variants: usize,
+    },
     /// Show what a config, model or checkpoint file contains, after validating it.
     Inspect {
         /// A .json experiment config, a model.safetensors or a checkpoint.safetensors.
@@ -142,6 +157,13 @@ fn main() -> ExitCode {
             commands::download(data_dir, &cli.data).map(|()| ExitCode::SUCCESS)
         }
         Command::Inspect { file } => commands::inspect(&file).map(|()| ExitCode::SUCCESS),
+        Command::Augment {
+            config,
+            out,
+            count,
+            variants,
+        } => commands::augment_preview(&config, &out, count, variants, &cli.data)
+            .map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|err| {
         eprintln!("error: {err:#}");
