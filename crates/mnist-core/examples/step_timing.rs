@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use faer::Par;
 use mnist_core::{
-    Activation, Architecture, BiasInit, CoreError, Gradients, LayerInit, Loss, Network, Optimizer, OptimizerConfig,
-    OutputHead, TrainOptions, WeightInit, compute_gradients,
+    Activation, Architecture, BiasInit, CoreError, Gradients, LayerInit, Loss, Network, Optimizer,
+    OptimizerConfig, OutputHead, TrainOptions, WeightInit, compute_gradients,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -37,7 +37,9 @@ fn main() -> Result<(), CoreError> {
                 for s in 0..steps {
                     let xb = &x[s * batch * 784..(s + 1) * batch * 784];
                     let yb = &y[s * batch..(s + 1) * batch];
-                    compute_gradients(net, &mut ws, &mut grads, xb, yb, batch, &opts, &mut rng, par)?;
+                    compute_gradients(
+                        net, &mut ws, &mut grads, xb, yb, batch, &opts, &mut rng, par,
+                    )?;
                     opt.step(net, &grads, 1e-3)?;
                 }
                 Ok(())

@@ -121,7 +121,8 @@ impl Activation {
             // Branch-free selects, so the loops vectorize (same values as `apply`).
             Self::Relu => {
                 let zero = T::from_f64(0.0);
-                buf.iter_mut().for_each(|v| *v = if *v > zero { *v } else { zero });
+                buf.iter_mut()
+                    .for_each(|v| *v = if *v > zero { *v } else { zero });
             }
             Self::LeakyRelu { .. } => {
                 buf.iter_mut().for_each(|v| *v = self.apply(*v));
@@ -229,9 +230,21 @@ mod tests {
             for (i, &z) in points.iter().enumerate() {
                 let numeric = (act.apply(z + h) - act.apply(z - h)) / (2.0 * h);
                 let err = relative_error(deriv[i], numeric);
-                assert!(err < 1e-6, "{act:?} at {z}: analytic {} numeric {numeric} err {err}", deriv[i]);
-                assert_eq!(buf[i].to_bits(), act.apply(z).to_bits(), "{act:?} fused value");
-                assert_eq!(deriv[i].to_bits(), act.derivative(z).to_bits(), "{act:?} fused derivative");
+                assert!(
+                    err < 1e-6,
+                    "{act:?} at {z}: analytic {} numeric {numeric} err {err}",
+                    deriv[i]
+                );
+                assert_eq!(
+                    buf[i].to_bits(),
+                    act.apply(z).to_bits(),
+                    "{act:?} fused value"
+                );
+                assert_eq!(
+                    deriv[i].to_bits(),
+                    act.derivative(z).to_bits(),
+                    "{act:?} fused derivative"
+                );
             }
             let mut eval = points.to_vec();
             act.forward_in_place(&mut eval);
@@ -241,9 +254,22 @@ mod tests {
 
     #[test]
     fn sigmoid_is_finite_at_extremes() {
-        for z in [-1e4f32, -100.0, -88.8, 0.0, 88.8, 100.0, 1e4, f32::MAX, f32::MIN] {
+        for z in [
+            -1e4f32,
+            -100.0,
+            -88.8,
+            0.0,
+            88.8,
+            100.0,
+            1e4,
+            f32::MAX,
+            f32::MIN,
+        ] {
             let s = sigmoid(z);
-            assert!(s.is_finite() && (0.0..=1.0).contains(&s), "sigmoid({z}) = {s}");
+            assert!(
+                s.is_finite() && (0.0..=1.0).contains(&s),
+                "sigmoid({z}) = {s}"
+            );
         }
         assert_eq!(sigmoid(0.0f64), 0.5);
         assert!(sigmoid(-800.0f64) >= 0.0 && sigmoid(800.0f64) == 1.0);
@@ -270,6 +296,9 @@ mod tests {
         );
         let back: Vec<Activation> = serde_json::from_str(&json).unwrap();
         assert_eq!(back, ALL);
-        assert_eq!(serde_json::to_string(&OutputHead::Softmax).unwrap(), r#""softmax""#);
+        assert_eq!(
+            serde_json::to_string(&OutputHead::Softmax).unwrap(),
+            r#""softmax""#
+        );
     }
 }

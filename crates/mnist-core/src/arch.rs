@@ -48,13 +48,21 @@ impl Architecture {
         hidden_activations: Vec<Activation>,
         output: OutputHead,
     ) -> Result<Self, ArchitectureError> {
-        let arch = Self { sizes, hidden_activations, output };
+        let arch = Self {
+            sizes,
+            hidden_activations,
+            output,
+        };
         arch.validate()?;
         Ok(arch)
     }
 
     /// Same activation on every hidden layer.
-    pub fn uniform(sizes: Vec<usize>, hidden: Activation, output: OutputHead) -> Result<Self, ArchitectureError> {
+    pub fn uniform(
+        sizes: Vec<usize>,
+        hidden: Activation,
+        output: OutputHead,
+    ) -> Result<Self, ArchitectureError> {
         let n = sizes.len().saturating_sub(2);
         Self::new(sizes, vec![hidden; n], output)
     }
@@ -70,7 +78,10 @@ impl Architecture {
         }
         let hidden = self.sizes.len() - 2;
         if self.hidden_activations.len() != hidden {
-            return Err(ArchitectureError::ActivationCount { hidden, got: self.hidden_activations.len() });
+            return Err(ArchitectureError::ActivationCount {
+                hidden,
+                got: self.hidden_activations.len(),
+            });
         }
         for (layer, a) in self.hidden_activations.iter().enumerate() {
             if let Activation::LeakyRelu { slope } = *a
@@ -109,15 +120,23 @@ impl Architecture {
     /// The dense layers, first to last.
     pub fn layers(&self) -> impl ExactSizeIterator<Item = LayerSpec> + '_ {
         let last = self.num_layers().saturating_sub(1);
-        self.sizes.windows(2).enumerate().map(move |(i, w)| LayerSpec {
-            inputs: w[0],
-            outputs: w[1],
-            activation: if i == last {
-                LayerActivation::Output(self.output)
-            } else {
-                LayerActivation::Hidden(self.hidden_activations.get(i).copied().unwrap_or(Activation::Identity))
-            },
-        })
+        self.sizes
+            .windows(2)
+            .enumerate()
+            .map(move |(i, w)| LayerSpec {
+                inputs: w[0],
+                outputs: w[1],
+                activation: if i == last {
+                    LayerActivation::Output(self.output)
+                } else {
+                    LayerActivation::Hidden(
+                        self.hidden_activations
+                            .get(i)
+                            .copied()
+                            .unwrap_or(Activation::Identity),
+                    )
+                },
+            })
     }
 
     /// Total number of parameters (weights + biases).
@@ -134,7 +153,10 @@ mod tests {
     fn validation() {
         use ArchitectureError as E;
         let relu = Activation::Relu;
-        assert_eq!(Architecture::uniform(vec![4], relu, OutputHead::Softmax), Err(E::TooFewSizes(1)));
+        assert_eq!(
+            Architecture::uniform(vec![4], relu, OutputHead::Softmax),
+            Err(E::TooFewSizes(1))
+        );
         assert_eq!(
             Architecture::uniform(vec![4, 0, 3], relu, OutputHead::Softmax),
             Err(E::ZeroWidth { index: 1 })
@@ -144,17 +166,38 @@ mod tests {
             Err(E::ActivationCount { hidden: 1, got: 0 })
         );
         assert_eq!(
-            Architecture::new(vec![4, 5, 3], vec![Activation::LeakyRelu { slope: f64::NAN }], OutputHead::Softmax)
-                .map_err(|e| matches!(e, E::BadSlope { layer: 0, .. })),
+            Architecture::new(
+                vec![4, 5, 3],
+                vec![Activation::LeakyRelu { slope: f64::NAN }],
+                OutputHead::Softmax
+            )
+            .map_err(|e| matches!(e, E::BadSlope { layer: 0, .. })),
             Err(true)
         );
-        assert_eq!(Architecture::uniform(vec![4, 300], relu, OutputHead::Softmax), Err(E::TooManyOutputs(300)));
-        let a = Architecture::uniform(vec![784, 100, 30, 10], Activation::Tanh, OutputHead::Sigmoid).unwrap();
+        assert_eq!(
+            Architecture::uniform(vec![4, 300], relu, OutputHead::Softmax),
+            Err(E::TooManyOutputs(300))
+        );
+        let a = Architecture::uniform(
+            vec![784, 100, 30, 10],
+            Activation::Tanh,
+            OutputHead::Sigmoid,
+        )
+        .unwrap();
         assert_eq!(a.num_layers(), 3);
-        assert_eq!(a.num_params(), 784 * 100 + 100 + 100 * 30 + 30 + 30 * 10 + 10);
+        assert_eq!(
+            a.num_params(),
+            784 * 100 + 100 + 100 * 30 + 30 + 30 * 10 + 10
+        );
         let specs: Vec<_> = a.layers().collect();
-        assert_eq!(specs[2].activation, LayerActivation::Output(OutputHead::Sigmoid));
-        assert_eq!(specs[1].activation, LayerActivation::Hidden(Activation::Tanh));
+        assert_eq!(
+            specs[2].activation,
+            LayerActivation::Output(OutputHead::Sigmoid)
+        );
+        assert_eq!(
+            specs[1].activation,
+            LayerActivation::Hidden(Activation::Tanh)
+        );
         let json = serde_json::to_string(&a).unwrap();
         assert_eq!(
             json,

@@ -22,14 +22,23 @@ impl<T: Float> Dense<T> {
     /// A layer with all parameters zero.
     pub fn zeros(inputs: usize, outputs: usize) -> Self {
         let zero = T::from_f64(0.0);
-        Self { inputs, outputs, weight: vec![zero; inputs * outputs], bias: vec![zero; outputs] }
+        Self {
+            inputs,
+            outputs,
+            weight: vec![zero; inputs * outputs],
+            bias: vec![zero; outputs],
+        }
     }
 
     /// A layer from a row-major `[outputs, inputs]` weight and an `[outputs]` bias; `None` if the
     /// lengths do not match.
     pub fn from_parts(inputs: usize, outputs: usize, weight: Vec<T>, bias: Vec<T>) -> Option<Self> {
-        (weight.len() == inputs.checked_mul(outputs)? && bias.len() == outputs)
-            .then_some(Self { inputs, outputs, weight, bias })
+        (weight.len() == inputs.checked_mul(outputs)? && bias.len() == outputs).then_some(Self {
+            inputs,
+            outputs,
+            weight,
+            bias,
+        })
     }
 
     /// Input width (`fan_in`).
@@ -100,7 +109,17 @@ impl<T: Float> Dense<T> {
 /// same order on any thread count. Its parallel matrix-*vector* kernel (taken when `dst` has a
 /// single row or column, e.g. a batch of one) instead splits the inner dimension across threads
 /// and adds the partial sums, which changes the rounding; those products run sequentially.
-pub(crate) fn gemm<T: Float>(dst: MatMut<'_, T>, accum: Accum, lhs: MatRef<'_, T>, rhs: MatRef<'_, T>, par: Par) {
-    let par = if dst.nrows() <= 1 || dst.ncols() <= 1 { Par::Seq } else { par };
+pub(crate) fn gemm<T: Float>(
+    dst: MatMut<'_, T>,
+    accum: Accum,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+    par: Par,
+) {
+    let par = if dst.nrows() <= 1 || dst.ncols() <= 1 {
+        Par::Seq
+    } else {
+        par
+    };
     matmul(dst, accum, lhs, rhs, T::from_f64(1.0), par);
 }

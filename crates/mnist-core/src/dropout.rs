@@ -25,7 +25,11 @@ pub struct RngState {
 impl RngState {
     /// Captures `rng`'s state.
     pub fn capture(rng: &ChaCha8Rng) -> Self {
-        Self { seed: rng.get_seed(), stream: rng.get_stream(), word_pos: rng.get_word_pos() }
+        Self {
+            seed: rng.get_seed(),
+            stream: rng.get_stream(),
+            word_pos: rng.get_word_pos(),
+        }
     }
 
     /// Rebuilds an RNG that continues exactly where the captured one was.
@@ -55,7 +59,12 @@ mod u128_string {
 ///
 /// The same mask is applied to `deriv` (if given) so backpropagation sees it. One `u32` is drawn
 /// per unit, in row-major order, compared against `keep * 2^32`. `keep >= 1` draws nothing.
-pub fn apply_mask<T: Float>(out: &mut [T], deriv: Option<&mut [T]>, keep: f64, rng: &mut ChaCha8Rng) {
+pub fn apply_mask<T: Float>(
+    out: &mut [T],
+    deriv: Option<&mut [T]>,
+    keep: f64,
+    rng: &mut ChaCha8Rng,
+) {
     if keep >= 1.0 {
         return;
     }

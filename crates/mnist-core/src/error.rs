@@ -42,7 +42,9 @@ pub enum CoreError {
     #[error(transparent)]
     Architecture(#[from] ArchitectureError),
     /// Wrong number of per-layer initializers.
-    #[error("got {got} layer initializer(s) for {layers} layer(s); pass one for all layers or one per layer")]
+    #[error(
+        "got {got} layer initializer(s) for {layers} layer(s); pass one for all layers or one per layer"
+    )]
     InitCount {
         /// Layers in the network.
         layers: usize,
@@ -99,7 +101,9 @@ pub enum CoreError {
         classes: usize,
     },
     /// A workspace, gradient or optimizer buffer built for a different architecture.
-    #[error("{what} was built for a different architecture (layer widths differ); build it from this network")]
+    #[error(
+        "{what} was built for a different architecture (layer widths differ); build it from this network"
+    )]
     BufferMismatch {
         /// Which buffer.
         what: &'static str,
@@ -122,7 +126,9 @@ pub enum CoreError {
 #[derive(Debug, thiserror::Error)]
 pub enum ModelIoError {
     /// The data ends before the header or the tensors it announces.
-    #[error("model data is truncated or its header length is wrong ({0}); the file is incomplete, re-save or re-copy it")]
+    #[error(
+        "model data is truncated or its header length is wrong ({0}); the file is incomplete, re-save or re-copy it"
+    )]
     Truncated(String),
     /// The bytes are not a valid safetensors container.
     #[error("not a valid safetensors file: {0}")]
@@ -139,7 +145,9 @@ pub enum ModelIoError {
         reason: String,
     },
     /// The file was written by a newer (or unknown) format version.
-    #[error("model format version {found} is not supported (this build reads version {supported}); upgrade mnist-rs")]
+    #[error(
+        "model format version {found} is not supported (this build reads version {supported}); upgrade mnist-rs"
+    )]
     UnsupportedVersion {
         /// Version in the file.
         found: String,

@@ -3,7 +3,9 @@
 
 use faer::Par;
 
-use crate::{CoreError, Gradients, Network, RngState, TrainOptions, compute_gradients, compute_loss};
+use crate::{
+    CoreError, Gradients, Network, RngState, TrainOptions, compute_gradients, compute_loss,
+};
 
 /// Default floor of [`relative_error`]'s denominator: below it the error is effectively
 /// absolute, so gradients that are zero up to round-off do not fail a check.
@@ -63,9 +65,23 @@ pub fn check_network(
 ) -> Result<GradCheckReport, CoreError> {
     let mut ws = net.workspace(batch);
     let mut grads = Gradients::new(net.architecture());
-    compute_gradients(net, &mut ws, &mut grads, x, labels, batch, opts, &mut rng.restore(), Par::Seq)?;
+    compute_gradients(
+        net,
+        &mut ws,
+        &mut grads,
+        x,
+        labels,
+        batch,
+        opts,
+        &mut rng.restore(),
+        Par::Seq,
+    )?;
     let mut probe = net.clone();
-    let mut report = GradCheckReport { max_rel_error: 0.0, worst: None, checked: 0 };
+    let mut report = GradCheckReport {
+        max_rel_error: 0.0,
+        worst: None,
+        checked: 0,
+    };
     for (l, g) in grads.layers().iter().enumerate() {
         if !g.is_active() {
             continue;
@@ -75,12 +91,29 @@ pub fn check_network(
             for (index, &a) in analytic.iter().enumerate() {
                 let mut loss_at = |delta: f64| -> Result<f64, CoreError> {
                     let layer = &mut probe.layers_mut()[l];
-                    let slot = if bias { &mut layer.bias_mut()[index] } else { &mut layer.weight_slice_mut()[index] };
+                    let slot = if bias {
+                        &mut layer.bias_mut()[index]
+                    } else {
+                        &mut layer.weight_slice_mut()[index]
+                    };
                     let orig = *slot;
                     *slot = orig + delta;
-                    let v = compute_loss(&probe, &mut ws, x, labels, batch, opts, &mut rng.restore(), Par::Seq);
+                    let v = compute_loss(
+                        &probe,
+                        &mut ws,
+                        x,
+                        labels,
+                        batch,
+                        opts,
+                        &mut rng.restore(),
+                        Par::Seq,
+                    );
                     let layer = &mut probe.layers_mut()[l];
-                    let slot = if bias { &mut layer.bias_mut()[index] } else { &mut layer.weight_slice_mut()[index] };
+                    let slot = if bias {
+                        &mut layer.bias_mut()[index]
+                    } else {
+                        &mut layer.weight_slice_mut()[index]
+                    };
                     *slot = orig;
                     v
                 };
@@ -89,7 +122,14 @@ pub fn check_network(
                 report.checked += 1;
                 if rel_error >= report.max_rel_error {
                     report.max_rel_error = rel_error;
-                    report.worst = Some(GradCheckEntry { layer: l, bias, index, analytic: a, numeric, rel_error });
+                    report.worst = Some(GradCheckEntry {
+                        layer: l,
+                        bias,
+                        index,
+                        analytic: a,
+                        numeric,
+                        rel_error,
+                    });
                 }
             }
         }

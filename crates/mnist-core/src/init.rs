@@ -94,8 +94,14 @@ impl WeightInit {
     fn sampler(self, fan_in: usize, fan_out: usize) -> Sampler {
         let fi = fan_in as f64;
         let fo = fan_out as f64;
-        let normal = |var: f64| Sampler::Normal { mean: 0.0, std: var.sqrt() };
-        let uniform = |limit: f64| Sampler::Uniform { low: -limit, high: limit };
+        let normal = |var: f64| Sampler::Normal {
+            mean: 0.0,
+            std: var.sqrt(),
+        };
+        let uniform = |limit: f64| Sampler::Uniform {
+            low: -limit,
+            high: limit,
+        };
         match self {
             Self::Normal { mean, std } => Sampler::Normal { mean, std },
             Self::Uniform { low, high } => Sampler::Uniform { low, high },
@@ -114,12 +120,16 @@ fn check_sampler(s: &Sampler, layer: usize, what: &str) -> Result<(), CoreError>
     match *s {
         Sampler::Normal { mean, std } => {
             if !mean.is_finite() || !std.is_finite() || std < 0.0 {
-                return bad(format!("{what}: normal needs finite mean and std >= 0, got mean {mean}, std {std}"));
+                return bad(format!(
+                    "{what}: normal needs finite mean and std >= 0, got mean {mean}, std {std}"
+                ));
             }
         }
         Sampler::Uniform { low, high } => {
             if !low.is_finite() || !high.is_finite() || low > high {
-                return bad(format!("{what}: uniform needs finite low <= high, got [{low}, {high})"));
+                return bad(format!(
+                    "{what}: uniform needs finite low <= high, got [{low}, {high})"
+                ));
             }
         }
     }
@@ -146,7 +156,12 @@ fn fill<T: Float>(out: &mut [T], s: &Sampler, rng: &mut ChaCha8Rng) {
 }
 
 /// Validates `init` for a layer with the given fan-in/out (does not touch the RNG).
-pub(crate) fn validate(init: &LayerInit, layer: usize, fan_in: usize, fan_out: usize) -> Result<(), CoreError> {
+pub(crate) fn validate(
+    init: &LayerInit,
+    layer: usize,
+    fan_in: usize,
+    fan_out: usize,
+) -> Result<(), CoreError> {
     check_sampler(&init.weight.sampler(fan_in, fan_out), layer, "weight")?;
     match init.bias {
         BiasInit::Zero => Ok(()),
@@ -155,7 +170,9 @@ pub(crate) fn validate(init: &LayerInit, layer: usize, fan_in: usize, fan_out: u
             layer,
             reason: format!("bias constant must be finite, got {value}"),
         }),
-        BiasInit::Normal { mean, std } => check_sampler(&Sampler::Normal { mean, std }, layer, "bias"),
+        BiasInit::Normal { mean, std } => {
+            check_sampler(&Sampler::Normal { mean, std }, layer, "bias")
+        }
     }
 }
 
@@ -201,15 +218,33 @@ mod tests {
     fn variances_match_their_definitions() {
         let (fi, fo) = (100usize, 50usize);
         let cases = [
-            (WeightInit::Normal { mean: 0.0, std: 1.0 }, 1.0),
-            (WeightInit::Normal { mean: 0.0, std: 0.01 }, 1e-4),
+            (
+                WeightInit::Normal {
+                    mean: 0.0,
+                    std: 1.0,
+                },
+                1.0,
+            ),
+            (
+                WeightInit::Normal {
+                    mean: 0.0,
+                    std: 0.01,
+                },
+                1e-4,
+            ),
             (WeightInit::HeNormal, 2.0 / 100.0),
             (WeightInit::XavierNormal, 2.0 / 150.0),
             (WeightInit::LecunNormal, 1.0 / 100.0),
             (WeightInit::HeUniform, 2.0 / 100.0),
             (WeightInit::XavierUniform, 2.0 / 150.0),
             (WeightInit::LecunUniform, 1.0 / 100.0),
-            (WeightInit::Uniform { low: -0.5, high: 0.5 }, 1.0 / 12.0),
+            (
+                WeightInit::Uniform {
+                    low: -0.5,
+                    high: 0.5,
+                },
+                1.0 / 12.0,
+            ),
         ];
         for (init, var) in cases {
             let (m, v, _, _) = moments(init, fi, fo);
@@ -224,24 +259,54 @@ mod tests {
     #[test]
     fn bias_normal_and_bad_params() {
         let li = LayerInit::new(
-            WeightInit::Normal { mean: 0.0, std: 0.1 },
-            BiasInit::Normal { mean: 1.0, std: 0.0 },
+            WeightInit::Normal {
+                mean: 0.0,
+                std: 0.1,
+            },
+            BiasInit::Normal {
+                mean: 1.0,
+                std: 0.0,
+            },
         );
         let mut rng = ChaCha8Rng::seed_from_u64(1);
         let (mut w, mut b) = (vec![0.0f32; 6], vec![0.0f32; 3]);
         initialize(&li, &mut w, &mut b, 2, 3, &mut rng);
         assert_eq!(b, vec![1.0; 3]);
-        let bad = LayerInit::new(WeightInit::Normal { mean: 0.0, std: -1.0 }, BiasInit::Zero);
-        assert!(matches!(validate(&bad, 2, 2, 3), Err(CoreError::BadInit { layer: 2, .. })));
-        let bad = LayerInit::new(WeightInit::Uniform { low: 1.0, high: 0.0 }, BiasInit::Zero);
+        let bad = LayerInit::new(
+            WeightInit::Normal {
+                mean: 0.0,
+                std: -1.0,
+            },
+            BiasInit::Zero,
+        );
+        assert!(matches!(
+            validate(&bad, 2, 2, 3),
+            Err(CoreError::BadInit { layer: 2, .. })
+        ));
+        let bad = LayerInit::new(
+            WeightInit::Uniform {
+                low: 1.0,
+                high: 0.0,
+            },
+            BiasInit::Zero,
+        );
         assert!(validate(&bad, 0, 2, 3).is_err());
     }
 
     #[test]
     fn serde_shape() {
-        let li = LayerInit::new(WeightInit::HeNormal, BiasInit::Normal { mean: 0.0, std: 0.1 });
+        let li = LayerInit::new(
+            WeightInit::HeNormal,
+            BiasInit::Normal {
+                mean: 0.0,
+                std: 0.1,
+            },
+        );
         let json = serde_json::to_string(&li).unwrap();
-        assert_eq!(json, r#"{"weight":{"kind":"he_normal"},"bias":{"kind":"normal","mean":0.0,"std":0.1}}"#);
+        assert_eq!(
+            json,
+            r#"{"weight":{"kind":"he_normal"},"bias":{"kind":"normal","mean":0.0,"std":0.1}}"#
+        );
         assert_eq!(serde_json::from_str::<LayerInit>(&json).unwrap(), li);
     }
 }

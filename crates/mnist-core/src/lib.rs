@@ -74,6 +74,7 @@
 
 mod activation;
 mod arch;
+mod constraint;
 mod dense;
 pub mod dropout;
 mod error;
@@ -92,6 +93,7 @@ mod workspace;
 
 pub use activation::{Activation, OutputHead, sigmoid, softmax_row};
 pub use arch::{Architecture, LayerActivation, LayerSpec};
+pub use constraint::apply_max_norm;
 pub use dense::Dense;
 pub use dropout::RngState;
 pub use error::{ArchitectureError, CoreError, ModelFileError, ModelIoError};
@@ -102,10 +104,13 @@ pub use network::{Network, Outputs, argmax};
 pub use optimizer::{Optimizer, OptimizerConfig, OptimizerState};
 pub use preprocessing::Preprocessing;
 pub use schedule::{Decay, Schedule, Unit, Warmup};
+pub use serialize::{
+    SavedModel, from_safetensors_bytes, load_model, save_model, to_safetensors_bytes,
+};
 pub use sparse::InputPath;
-pub use serialize::{SavedModel, from_safetensors_bytes, load_model, save_model, to_safetensors_bytes};
 pub use train::{
-    Evaluation, Gradients, LayerGradients, TrainOptions, compute_gradients, compute_loss, evaluate, train_step,
+    Evaluation, Gradients, LayerGradients, TrainOptions, compute_gradients, compute_loss, evaluate,
+    train_step,
 };
 pub use workspace::Workspace;
 

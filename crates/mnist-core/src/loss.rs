@@ -31,6 +31,13 @@ fn one_hot(label: u8, j: usize) -> f64 {
     if usize::from(label) == j { 1.0 } else { 0.0 }
 }
 
+/// Target of output `j` for class `label` with label smoothing `eps` over `width` classes:
+/// `(1 - eps) * one_hot + eps / width` (plain one-hot for `eps = 0`).
+#[inline(always)]
+fn target(label: u8, j: usize, eps: f64, width: usize) -> f64 {
+    (1.0 - eps) * one_hot(label, j) + eps / width as f64
+}
+
 /// `ln(1 + e^z)` without overflow.
 #[inline(always)]
 fn softplus(z: f64) -> f64 {
@@ -51,6 +58,19 @@ impl Loss {
         labels: &[u8],
         width: usize,
     ) -> f64 {
+        self.sum_smoothed(head, logits, outputs, labels, width, 0.0)
+    }
+
+    /// [`Loss::sum`] against label-smoothed targets `(1 - eps) one_hot + eps / width`.
+    pub fn sum_smoothed<T: Float>(
+        self,
+        head: OutputHead,
+        logits: &[T],
+        outputs: &[T],
+        labels: &[u8],
+        width: usize,
+        eps: f64,
+    ) -> f64 {
         if width == 0 {
             return 0.0;
         }
@@ -64,22 +84,30 @@ impl Loss {
                 for ((z, _), &y) in rows {
                     let max = z.iter().fold(f64::NEG_INFINITY, |m, v| m.max(v.to_f64()));
                     let s: f64 = z.iter().map(|v| (v.to_f64() - max).exp()).sum();
-                    let zy = z.get(usize::from(y)).map_or(0.0, |v| v.to_f64());
-                    total += max + s.ln() - zy;
+                    // -sum_j t_j ln p_j = logsumexp(z) - sum_j t_j z_j, as the targets sum to 1.
+                    let tz: f64 = if eps == 0.0 {
+                        z.get(usize::from(y)).map_or(0.0, |v| v.to_f64())
+                    } else {
+                        z.iter()
+                            .enumerate()
+                            .map(|(j, v)| target(y, j, eps, width) * v.to_f64())
+                            .sum()
+                    };
+                    total += max + s.ln() - tz;
                 }
             }
             (Self::CrossEntropy, OutputHead::Sigmoid) => {
                 for ((z, _), &y) in rows {
                     for (j, v) in z.iter().enumerate() {
                         let v = v.to_f64();
-                        total += softplus(v) - one_hot(y, j) * v;
+                        total += softplus(v) - target(y, j, eps, width) * v;
                     }
                 }
             }
             (Self::MeanSquaredError, _) => {
                 for ((_, a), &y) in rows {
                     for (j, v) in a.iter().enumerate() {
-                        let d = v.to_f64() - one_hot(y, j);
+                        let d = v.to_f64() - target(y, j, eps, width);
                         total += d * d;
                     }
                 }
@@ -112,6 +140,21 @@ impl Loss {
         width: usize,
         grad: &mut [T],
     ) -> f64 {
+        self.mean_and_gradient_smoothed(head, logits, outputs, labels, width, 0.0, grad)
+    }
+
+    /// [`Loss::mean_and_gradient`] against label-smoothed targets (see [`Loss::sum_smoothed`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mean_and_gradient_smoothed<T: Float>(
+        self,
+        head: OutputHead,
+        logits: &[T],
+        outputs: &[T],
+        labels: &[u8],
+        width: usize,
+        eps: f64,
+        grad: &mut [T],
+    ) -> f64 {
         let m = labels.len();
         if width == 0 || m == 0 {
             return 0.0;
@@ -119,13 +162,19 @@ impl Loss {
         let inv_m = T::from_f64(1.0 / m as f64);
         let one = T::from_f64(1.0);
         let zero = T::from_f64(0.0);
-        let rows = outputs.chunks_exact(width).zip(grad.chunks_exact_mut(width)).zip(labels);
+        // Targets: `hit` for the labelled class, `miss` for the others.
+        let miss = T::from_f64(eps / width as f64);
+        let hit = T::from_f64(1.0 - eps + eps / width as f64);
+        let rows = outputs
+            .chunks_exact(width)
+            .zip(grad.chunks_exact_mut(width))
+            .zip(labels);
         match (self, head) {
             // Fused softmax/sigmoid + cross-entropy: (a - y) / m.
             (Self::CrossEntropy, _) => {
                 for ((a, g), &y) in rows {
                     for (j, (gj, &aj)) in g.iter_mut().zip(a).enumerate() {
-                        let yj = if usize::from(y) == j { one } else { zero };
+                        let yj = if usize::from(y) == j { hit } else { miss };
                         *gj = (aj - yj) * inv_m;
                     }
                 }
@@ -134,7 +183,7 @@ impl Loss {
                 let two_inv_m = T::from_f64(2.0) * inv_m;
                 for ((a, g), &y) in rows {
                     for (j, (gj, &aj)) in g.iter_mut().zip(a).enumerate() {
-                        let yj = if usize::from(y) == j { one } else { zero };
+                        let yj = if usize::from(y) == j { hit } else { miss };
                         *gj = two_inv_m * (aj - yj) * aj * (one - aj);
                     }
                 }
@@ -145,7 +194,7 @@ impl Loss {
                 for ((p, g), &y) in rows {
                     let mut dot = zero;
                     for (j, (gj, &pj)) in g.iter_mut().zip(p).enumerate() {
-                        let yj = if usize::from(y) == j { one } else { zero };
+                        let yj = if usize::from(y) == j { hit } else { miss };
                         *gj = two_inv_m * (pj - yj);
                         dot += *gj * pj;
                     }
@@ -155,7 +204,7 @@ impl Loss {
                 }
             }
         }
-        self.sum(head, logits, outputs, labels, width) / m as f64
+        self.sum_smoothed(head, logits, outputs, labels, width, eps) / m as f64
     }
 }
 
@@ -170,11 +219,49 @@ mod tests {
         a
     }
 
+    /// Label smoothing: value and gradient against central differences of the smoothed loss.
+    fn check_smoothed(loss: Loss, head: OutputHead, z: &[f64], labels: &[u8], width: usize) {
+        let eps = 0.1;
+        let mean = |z: &[f64]| {
+            loss.sum_smoothed(head, z, &outputs(head, z, width), labels, width, eps)
+                / labels.len() as f64
+        };
+        let a = outputs(head, z, width);
+        let mut grad = vec![0.0; z.len()];
+        let value = loss.mean_and_gradient_smoothed(head, z, &a, labels, width, eps, &mut grad);
+        assert_eq!(value, mean(z));
+        let h = 1e-6;
+        for i in 0..z.len() {
+            let (mut zp, mut zm) = (z.to_vec(), z.to_vec());
+            zp[i] += h;
+            zm[i] -= h;
+            let numeric = (mean(&zp) - mean(&zm)) / (2.0 * h);
+            let err = relative_error(grad[i], numeric);
+            assert!(
+                err < 1e-6,
+                "smoothed {loss:?}/{head:?} logit {i}: {} vs {numeric}",
+                grad[i]
+            );
+        }
+    }
+
+    #[test]
+    fn smoothed_cross_entropy_is_the_mix_of_hard_and_uniform_targets() {
+        // -sum t_j ln p_j with t = 0.9 one_hot + 0.1/3 uniform, for z = [1, 2, 3], label 0.
+        let z = [1.0f64, 2.0, 3.0];
+        let lse = (1f64.exp() + 2f64.exp() + 3f64.exp()).ln();
+        let expected = 0.9 * (lse - 1.0) + 0.1 / 3.0 * ((lse - 1.0) + (lse - 2.0) + (lse - 3.0));
+        let got = Loss::CrossEntropy.sum_smoothed(OutputHead::Softmax, &z, &z, &[0], 3, 0.1);
+        assert!((got - expected).abs() < 1e-12, "{got} vs {expected}");
+    }
+
     /// Central differences of the mean loss wrt every logit, for every loss/head pair.
     #[test]
     fn gradients_match_central_differences() {
         let width = 4;
-        let z: Vec<f64> = vec![0.3, -1.2, 2.0, 0.1, -0.7, 0.4, 0.05, 1.3, 1.1, -2.2, 0.6, -0.3];
+        let z: Vec<f64> = vec![
+            0.3, -1.2, 2.0, 0.1, -0.7, 0.4, 0.05, 1.3, 1.1, -2.2, 0.6, -0.3,
+        ];
         let labels = [2u8, 0, 3];
         let h = 1e-6;
         for loss in [Loss::CrossEntropy, Loss::MeanSquaredError] {
@@ -183,6 +270,7 @@ mod tests {
                 let mut grad = vec![0.0; z.len()];
                 let value = loss.mean_and_gradient(head, &z, &a, &labels, width, &mut grad);
                 assert_eq!(value, loss.mean(head, &z, &a, &labels, width));
+                check_smoothed(loss, head, &z, &labels, width);
                 for i in 0..z.len() {
                     let mut zp = z.clone();
                     zp[i] += h;
@@ -192,7 +280,11 @@ mod tests {
                     let lm = loss.mean(head, &zm, &outputs(head, &zm, width), &labels, width);
                     let numeric = (lp - lm) / (2.0 * h);
                     let err = relative_error(grad[i], numeric);
-                    assert!(err < 1e-6, "{loss:?}/{head:?} logit {i}: {} vs {numeric}", grad[i]);
+                    assert!(
+                        err < 1e-6,
+                        "{loss:?}/{head:?} logit {i}: {} vs {numeric}",
+                        grad[i]
+                    );
                 }
             }
         }

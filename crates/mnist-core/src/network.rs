@@ -27,11 +27,18 @@ impl<T: Float> Network<T> {
     ///
     /// `init` holds one [`LayerInit`] for all layers or one per layer. Draws from `rng` in a
     /// fixed order (see [`crate::init`]).
-    pub fn new(arch: &Architecture, init: &[LayerInit], rng: &mut ChaCha8Rng) -> Result<Self, CoreError> {
+    pub fn new(
+        arch: &Architecture,
+        init: &[LayerInit],
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Self, CoreError> {
         arch.validate()?;
         let n = arch.num_layers();
         if init.len() != 1 && init.len() != n {
-            return Err(CoreError::InitCount { layers: n, got: init.len() });
+            return Err(CoreError::InitCount {
+                layers: n,
+                got: init.len(),
+            });
         }
         let pick = |l: usize| if init.len() == 1 { &init[0] } else { &init[l] };
         for (l, spec) in arch.layers().enumerate() {
@@ -49,16 +56,31 @@ impl<T: Float> Network<T> {
     /// A network with every parameter zero.
     pub fn zeros(arch: &Architecture) -> Result<Self, ArchitectureError> {
         arch.validate()?;
-        let layers = arch.layers().map(|s| Dense::zeros(s.inputs, s.outputs)).collect();
-        Ok(Self { arch: arch.clone(), layers })
+        let layers = arch
+            .layers()
+            .map(|s| Dense::zeros(s.inputs, s.outputs))
+            .collect();
+        Ok(Self {
+            arch: arch.clone(),
+            layers,
+        })
     }
 
     /// A network from explicit layers; `None` if their shapes do not match `arch`.
-    pub fn from_layers(arch: &Architecture, layers: Vec<Dense<T>>) -> Result<Option<Self>, ArchitectureError> {
+    pub fn from_layers(
+        arch: &Architecture,
+        layers: Vec<Dense<T>>,
+    ) -> Result<Option<Self>, ArchitectureError> {
         arch.validate()?;
         let ok = layers.len() == arch.num_layers()
-            && arch.layers().zip(&layers).all(|(s, d)| s.inputs == d.inputs() && s.outputs == d.outputs());
-        Ok(ok.then(|| Self { arch: arch.clone(), layers }))
+            && arch
+                .layers()
+                .zip(&layers)
+                .all(|(s, d)| s.inputs == d.inputs() && s.outputs == d.outputs());
+        Ok(ok.then(|| Self {
+            arch: arch.clone(),
+            layers,
+        }))
     }
 
     /// The architecture.
@@ -109,29 +131,50 @@ impl<T: Float> Network<T> {
 
     /// The same network with parameters converted to another scalar type.
     pub fn cast<U: Float>(&self) -> Network<U> {
-        let conv = |s: &[T]| s.iter().map(|v| U::from_f64(v.to_f64())).collect::<Vec<U>>();
+        let conv = |s: &[T]| {
+            s.iter()
+                .map(|v| U::from_f64(v.to_f64()))
+                .collect::<Vec<U>>()
+        };
         let layers = self
             .layers
             .iter()
             .map(|d| {
-                Dense::from_parts(d.inputs(), d.outputs(), conv(d.weight_slice()), conv(d.bias()))
-                    .unwrap_or_else(|| Dense::zeros(d.inputs(), d.outputs()))
+                Dense::from_parts(
+                    d.inputs(),
+                    d.outputs(),
+                    conv(d.weight_slice()),
+                    conv(d.bias()),
+                )
+                .unwrap_or_else(|| Dense::zeros(d.inputs(), d.outputs()))
             })
             .collect();
-        Network { arch: self.arch.clone(), layers }
+        Network {
+            arch: self.arch.clone(),
+            layers,
+        }
     }
 
     /// Whether every parameter has the same bit pattern as in `other` (and shapes agree).
     pub fn bit_identical(&self, other: &Self) -> bool {
         self.arch == other.arch
             && self.layers.iter().zip(&other.layers).all(|(a, b)| {
-                let same = |x: &[T], y: &[T]| x.iter().zip(y).all(|(p, q)| p.to_bits_u64() == q.to_bits_u64());
+                let same = |x: &[T], y: &[T]| {
+                    x.iter()
+                        .zip(y)
+                        .all(|(p, q)| p.to_bits_u64() == q.to_bits_u64())
+                };
                 same(a.weight_slice(), b.weight_slice()) && same(a.bias(), b.bias())
             })
     }
 
     /// Checks `ws` fits, `batch` is in range and `x` holds `batch * inputs` values.
-    pub(crate) fn check_batch(&self, ws: &Workspace<T>, x: &[T], batch: usize) -> Result<(), CoreError> {
+    pub(crate) fn check_batch(
+        &self,
+        ws: &Workspace<T>,
+        x: &[T],
+        batch: usize,
+    ) -> Result<(), CoreError> {
         if !ws.fits(&self.arch) {
             return Err(CoreError::BufferMismatch { what: "workspace" });
         }
@@ -139,12 +182,20 @@ impl<T: Float> Network<T> {
             return Err(CoreError::EmptyBatch);
         }
         if batch > ws.max_batch() {
-            return Err(CoreError::BatchTooLarge { batch, max: ws.max_batch() });
+            return Err(CoreError::BatchTooLarge {
+                batch,
+                max: ws.max_batch(),
+            });
         }
         let inputs = self.inputs();
         let expected = batch * inputs;
         if x.len() != expected {
-            return Err(CoreError::InputLength { batch, inputs, expected, got: x.len() });
+            return Err(CoreError::InputLength {
+                batch,
+                inputs,
+                expected,
+                got: x.len(),
+            });
         }
         Ok(())
     }
@@ -165,7 +216,12 @@ impl<T: Float> Network<T> {
         let w = self.outputs();
         let Workspace { layers, logits, .. } = ws;
         let probs = layers.last().map_or(&[][..], |l| &l.out[..batch * w]);
-        Ok(Outputs { logits: &logits[..batch * w], probs, batch, width: w })
+        Ok(Outputs {
+            logits: &logits[..batch * w],
+            probs,
+            batch,
+            width: w,
+        })
     }
 
     /// Predicted class (argmax of the outputs) of each example; allocates a workspace and the
@@ -191,7 +247,12 @@ impl<T: Float> Network<T> {
         let n = self.layers.len();
         let par = if batch < 8 { Par::Seq } else { par };
         let (policy, max_batch) = (ws.input_path(), ws.max_batch());
-        let Workspace { layers: bufs, logits, sparse, .. } = ws;
+        let Workspace {
+            layers: bufs,
+            logits,
+            sparse,
+            ..
+        } = ws;
         // The first layer's path (sparse kernels or one GEMM) is chosen on this batch's density.
         sparse.prepare(x, batch, self.inputs(), max_batch, policy);
         let mut affine = |l: usize, layer: &Dense<T>, input: &[T], z: &mut [T]| {
@@ -215,7 +276,12 @@ impl<T: Float> Network<T> {
                 affine(l, layer, input, z);
                 self.arch.output.apply_rows(z, &mut cur.out[..len], width);
             } else {
-                let act = self.arch.hidden_activations.get(l).copied().unwrap_or(crate::Activation::Identity);
+                let act = self
+                    .arch
+                    .hidden_activations
+                    .get(l)
+                    .copied()
+                    .unwrap_or(crate::Activation::Identity);
                 let out = &mut cur.out[..len];
                 affine(l, layer, input, out);
                 match train.as_mut() {

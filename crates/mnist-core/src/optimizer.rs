@@ -50,7 +50,11 @@ pub enum OptimizerConfig {
 impl OptimizerConfig {
     /// Adam with the usual defaults `(0.9, 0.999, 1e-8)`.
     pub fn adam() -> Self {
-        Self::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 }
+        Self::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            epsilon: 1e-8,
+        }
     }
 
     /// Checks hyperparameter ranges.
@@ -59,7 +63,11 @@ impl OptimizerConfig {
         let ok = match *self {
             Self::Sgd => true,
             Self::Momentum { momentum, .. } => unit(momentum),
-            Self::Adam { beta1, beta2, epsilon } => unit(beta1) && unit(beta2) && epsilon.is_finite() && epsilon > 0.0,
+            Self::Adam {
+                beta1,
+                beta2,
+                epsilon,
+            } => unit(beta1) && unit(beta2) && epsilon.is_finite() && epsilon > 0.0,
             Self::RmsProp { alpha, epsilon } => unit(alpha) && epsilon.is_finite() && epsilon > 0.0,
         };
         if ok {
@@ -121,17 +129,35 @@ impl<T: Float> Optimizer<T> {
             }
             net.layers()
                 .iter()
-                .flat_map(|l| [vec![zero; l.weight_slice().len()], vec![zero; l.bias().len()]])
+                .flat_map(|l| {
+                    [
+                        vec![zero; l.weight_slice().len()],
+                        vec![zero; l.bias().len()],
+                    ]
+                })
                 .collect()
         };
-        Ok(Self { config, state: OptimizerState { step: 0, first: buffers(first), second: buffers(second) } })
+        Ok(Self {
+            config,
+            state: OptimizerState {
+                step: 0,
+                first: buffers(first),
+                second: buffers(second),
+            },
+        })
     }
 
     /// Resumes from saved state; checks the buffers match `config` and `net`.
-    pub fn from_state(config: OptimizerConfig, state: OptimizerState<T>, net: &Network<T>) -> Result<Self, CoreError> {
+    pub fn from_state(
+        config: OptimizerConfig,
+        state: OptimizerState<T>,
+        net: &Network<T>,
+    ) -> Result<Self, CoreError> {
         let fresh = Self::new(config, net)?;
         let shape = |b: &Vec<Vec<T>>| b.iter().map(Vec::len).collect::<Vec<_>>();
-        if shape(&state.first) != shape(&fresh.state.first) || shape(&state.second) != shape(&fresh.state.second) {
+        if shape(&state.first) != shape(&fresh.state.first)
+            || shape(&state.second) != shape(&fresh.state.second)
+        {
             return Err(CoreError::BadOptimizer(
                 "saved state does not match this optimizer kind or network shape; start a fresh optimizer".into(),
             ));
@@ -156,16 +182,29 @@ impl<T: Float> Optimizer<T> {
 
     /// Applies one update with learning rate `lr` to every layer whose gradient is active
     /// (frozen layers are skipped). Increments the step count. Does not allocate.
-    pub fn step(&mut self, net: &mut Network<T>, grads: &Gradients<T>, lr: f64) -> Result<(), CoreError> {
+    pub fn step(
+        &mut self,
+        net: &mut Network<T>,
+        grads: &Gradients<T>,
+        lr: f64,
+    ) -> Result<(), CoreError> {
         if !grads.fits(net.architecture()) {
             return Err(CoreError::BufferMismatch { what: "gradients" });
         }
-        let expected = if self.config.slots() == (false, false) { 0 } else { 2 * net.num_layers() };
+        let expected = if self.config.slots() == (false, false) {
+            0
+        } else {
+            2 * net.num_layers()
+        };
         if self.state.first.len().max(self.state.second.len()) != expected {
-            return Err(CoreError::BufferMismatch { what: "optimizer state" });
+            return Err(CoreError::BufferMismatch {
+                what: "optimizer state",
+            });
         }
         if !lr.is_finite() {
-            return Err(CoreError::BadOptimizer(format!("learning rate must be finite, got {lr}")));
+            return Err(CoreError::BadOptimizer(format!(
+                "learning rate must be finite, got {lr}"
+            )));
         }
         self.state.step += 1;
         let t = self.state.step;
@@ -177,8 +216,18 @@ impl<T: Float> Optimizer<T> {
             let (w, b) = layer.params_mut();
             for (k, (p, grad)) in [(w, g.weight()), (b, g.bias())].into_iter().enumerate() {
                 let idx = 2 * l + k;
-                let m = self.state.first.get_mut(idx).map(Vec::as_mut_slice).unwrap_or_default();
-                let v = self.state.second.get_mut(idx).map(Vec::as_mut_slice).unwrap_or_default();
+                let m = self
+                    .state
+                    .first
+                    .get_mut(idx)
+                    .map(Vec::as_mut_slice)
+                    .unwrap_or_default();
+                let v = self
+                    .state
+                    .second
+                    .get_mut(idx)
+                    .map(Vec::as_mut_slice)
+                    .unwrap_or_default();
                 update(cfg, t, lr, p, grad, m, v);
             }
         }
@@ -187,7 +236,15 @@ impl<T: Float> Optimizer<T> {
 }
 
 /// One fused pass over a parameter tensor.
-fn update<T: Float>(cfg: OptimizerConfig, t: u64, lr: f64, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T]) {
+fn update<T: Float>(
+    cfg: OptimizerConfig,
+    t: u64,
+    lr: f64,
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+) {
     let one = T::from_f64(1.0);
     let lr_t = T::from_f64(lr);
     match cfg {
@@ -209,7 +266,11 @@ fn update<T: Float>(cfg: OptimizerConfig, t: u64, lr: f64, p: &mut [T], g: &[T],
                 });
             }
         }
-        OptimizerConfig::Adam { beta1, beta2, epsilon } => {
+        OptimizerConfig::Adam {
+            beta1,
+            beta2,
+            epsilon,
+        } => {
             let (b1, b2) = (T::from_f64(beta1), T::from_f64(beta2));
             let (c1, c2) = (one - b1, one - b2);
             // Bias corrections in f64, folded into the step size and the sqrt divisor.
@@ -235,10 +296,13 @@ fn update<T: Float>(cfg: OptimizerConfig, t: u64, lr: f64, p: &mut [T], g: &[T],
             let a = T::from_f64(alpha);
             let c = one - a;
             let eps = T::from_f64(epsilon);
-            p.iter_mut().zip(g).zip(v.iter_mut()).for_each(|((p, &g), v)| {
-                *v = a * *v + c * g * g;
-                *p -= lr_t * g / (v.sqrt() + eps);
-            });
+            p.iter_mut()
+                .zip(g)
+                .zip(v.iter_mut())
+                .for_each(|((p, &g), v)| {
+                    *v = a * *v + c * g * g;
+                    *p -= lr_t * g / (v.sqrt() + eps);
+                });
         }
     }
 }

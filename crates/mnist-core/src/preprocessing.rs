@@ -21,14 +21,20 @@ pub struct Preprocessing {
 
 impl Default for Preprocessing {
     fn default() -> Self {
-        Self { scale: 1.0 / 255.0, mean: 0.0, std: 1.0 }
+        Self {
+            scale: 1.0 / 255.0,
+            mean: 0.0,
+            std: 1.0,
+        }
     }
 }
 
 impl Preprocessing {
     /// Checks that all fields are finite and `std` is non-zero.
     pub fn validate(&self) -> Result<(), CoreError> {
-        if !(self.scale.is_finite() && self.mean.is_finite() && self.std.is_finite()) || self.std == 0.0 {
+        if !(self.scale.is_finite() && self.mean.is_finite() && self.std.is_finite())
+            || self.std == 0.0
+        {
             return Err(CoreError::BadPreprocessing(format!(
                 "scale, mean and std must be finite and std non-zero, got {self:?}"
             )));
@@ -56,7 +62,11 @@ mod tests {
 
     #[test]
     fn apply_and_validate() {
-        let p = Preprocessing { scale: 1.0 / 255.0, mean: 0.5, std: 0.25 };
+        let p = Preprocessing {
+            scale: 1.0 / 255.0,
+            mean: 0.5,
+            std: 0.25,
+        };
         let mut out = [0.0f64; 3];
         p.apply_u8(&[0, 255, 51], &mut out);
         assert_eq!(out[0], -2.0);
@@ -64,6 +74,13 @@ mod tests {
         assert!((out[2] - (0.2 - 0.5) / 0.25).abs() < 1e-12);
         assert!(p.validate().is_ok());
         assert!(Preprocessing { std: 0.0, ..p }.validate().is_err());
-        assert!(Preprocessing { mean: f64::NAN, ..p }.validate().is_err());
+        assert!(
+            Preprocessing {
+                mean: f64::NAN,
+                ..p
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

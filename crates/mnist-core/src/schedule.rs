@@ -86,12 +86,20 @@ impl Default for Schedule {
 impl Schedule {
     /// A constant rate.
     pub fn constant() -> Self {
-        Self { decay: Decay::Constant, unit: Unit::Epoch, warmup: None }
+        Self {
+            decay: Decay::Constant,
+            unit: Unit::Epoch,
+            warmup: None,
+        }
     }
 
     /// A schedule without warm-up.
     pub fn new(decay: Decay, unit: Unit) -> Self {
-        Self { decay, unit, warmup: None }
+        Self {
+            decay,
+            unit,
+            warmup: None,
+        }
     }
 
     /// Adds a linear warm-up.
@@ -110,7 +118,9 @@ impl Schedule {
             Decay::Step { every, gamma } if every == 0 || !ok_factor(gamma) => {
                 return bad("step decay needs every > 0 and a finite gamma >= 0");
             }
-            Decay::Exponential { gamma } if !ok_factor(gamma) => return bad("gamma must be finite and >= 0"),
+            Decay::Exponential { gamma } if !ok_factor(gamma) => {
+                return bad("gamma must be finite and >= 0");
+            }
             Decay::Cosine { total, min_lr } if total == 0 || !min_lr.is_finite() => {
                 return bad("cosine needs total > 0 and a finite min_lr");
             }
@@ -145,7 +155,11 @@ impl Schedule {
         match self.warmup {
             Some(w) => {
                 let tw = pick(w.unit);
-                if tw < w.length { lr * (tw + 1) as f64 / w.length as f64 } else { lr }
+                if tw < w.length {
+                    lr * (tw + 1) as f64 / w.length as f64
+                } else {
+                    lr
+                }
             }
             None => lr,
         }
@@ -190,7 +204,13 @@ mod tests {
     #[test]
     fn step_decay() {
         // 0.1 * 0.5^floor(t/3): t=2 -> 0.1, t=3 -> 0.05, t=7 -> 0.025.
-        let s = Schedule::new(Decay::Step { every: 3, gamma: 0.5 }, Unit::Epoch);
+        let s = Schedule::new(
+            Decay::Step {
+                every: 3,
+                gamma: 0.5,
+            },
+            Unit::Epoch,
+        );
         close(s.lr_at(0.1, 2, 0), 0.1);
         close(s.lr_at(0.1, 3, 0), 0.05);
         close(s.lr_at(0.1, 7, 0), 0.025);
@@ -208,19 +228,29 @@ mod tests {
     fn cosine() {
         // total 10, min 0.01, base 0.11: t=0 -> 0.11; t=5 -> 0.01 + 0.1 * 0.5 = 0.06;
         // t >= 10 -> 0.01; t=2: cos(0.2 pi) = 0.809016994..., 0.01 + 0.05 * 1.809016994 = 0.1004508497.
-        let s = Schedule::new(Decay::Cosine { total: 10, min_lr: 0.01 }, Unit::Epoch);
+        let s = Schedule::new(
+            Decay::Cosine {
+                total: 10,
+                min_lr: 0.01,
+            },
+            Unit::Epoch,
+        );
         close(s.lr_at(0.11, 0, 0), 0.11);
         close(s.lr_at(0.11, 5, 0), 0.06);
         close(s.lr_at(0.11, 10, 0), 0.01);
         close(s.lr_at(0.11, 20, 0), 0.01);
-        close(s.lr_at(0.11, 2, 0), 0.01 + 0.05 * (1.0 + (0.2 * std::f64::consts::PI).cos()));
+        close(
+            s.lr_at(0.11, 2, 0),
+            0.01 + 0.05 * (1.0 + (0.2 * std::f64::consts::PI).cos()),
+        );
         assert!((s.lr_at(0.11, 2, 0) - 0.1004508497).abs() < 1e-9);
     }
 
     #[test]
     fn warmup_on_top_of_decay() {
         // Warm-up 4 steps on exponential per epoch: step 0 -> 1/4, step 1 -> 2/4, step 3 -> 1.
-        let s = Schedule::new(Decay::Exponential { gamma: 0.5 }, Unit::Epoch).with_warmup(4, Unit::Step);
+        let s = Schedule::new(Decay::Exponential { gamma: 0.5 }, Unit::Epoch)
+            .with_warmup(4, Unit::Step);
         close(s.lr_at(0.4, 0, 0), 0.1);
         close(s.lr_at(0.4, 0, 1), 0.2);
         close(s.lr_at(0.4, 0, 3), 0.4);
@@ -229,13 +259,39 @@ mod tests {
 
     #[test]
     fn validation_and_serde() {
-        assert!(Schedule::new(Decay::Step { every: 0, gamma: 0.5 }, Unit::Epoch).validate().is_err());
-        assert!(Schedule::constant().with_warmup(0, Unit::Step).validate().is_err());
-        let s = Schedule::new(Decay::Cosine { total: 30, min_lr: 0.0 }, Unit::Step).with_warmup(100, Unit::Step);
+        assert!(
+            Schedule::new(
+                Decay::Step {
+                    every: 0,
+                    gamma: 0.5
+                },
+                Unit::Epoch
+            )
+            .validate()
+            .is_err()
+        );
+        assert!(
+            Schedule::constant()
+                .with_warmup(0, Unit::Step)
+                .validate()
+                .is_err()
+        );
+        let s = Schedule::new(
+            Decay::Cosine {
+                total: 30,
+                min_lr: 0.0,
+            },
+            Unit::Step,
+        )
+        .with_warmup(100, Unit::Step);
         assert!(s.validate().is_ok());
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<Schedule>(&json).unwrap(), s);
-        let parsed: Schedule = serde_json::from_str(r#"{"decay":{"kind":"inverse_time","k":0.5}}"#).unwrap();
-        assert_eq!(parsed, Schedule::new(Decay::InverseTime { k: 0.5 }, Unit::Epoch));
+        let parsed: Schedule =
+            serde_json::from_str(r#"{"decay":{"kind":"inverse_time","k":0.5}}"#).unwrap();
+        assert_eq!(
+            parsed,
+            Schedule::new(Decay::InverseTime { k: 0.5 }, Unit::Epoch)
+        );
     }
 }

@@ -48,11 +48,20 @@ fn to_bytes<T: Float>(v: &[T]) -> Vec<u8> {
 }
 
 /// Serializes `net` and `preprocessing` to safetensors bytes.
-pub fn to_safetensors_bytes<T: Float>(net: &Network<T>, preprocessing: &Preprocessing) -> Result<Vec<u8>, ModelIoError> {
-    let arch_json = serde_json::to_string(net.architecture())
-        .map_err(|e| ModelIoError::BadMetadata { key: "architecture", reason: e.to_string() })?;
-    let prep_json = serde_json::to_string(preprocessing)
-        .map_err(|e| ModelIoError::BadMetadata { key: "preprocessing", reason: e.to_string() })?;
+pub fn to_safetensors_bytes<T: Float>(
+    net: &Network<T>,
+    preprocessing: &Preprocessing,
+) -> Result<Vec<u8>, ModelIoError> {
+    let arch_json =
+        serde_json::to_string(net.architecture()).map_err(|e| ModelIoError::BadMetadata {
+            key: "architecture",
+            reason: e.to_string(),
+        })?;
+    let prep_json =
+        serde_json::to_string(preprocessing).map_err(|e| ModelIoError::BadMetadata {
+            key: "preprocessing",
+            reason: e.to_string(),
+        })?;
     let metadata = HashMap::from([
         ("format".to_string(), FORMAT_NAME.to_string()),
         ("format_version".to_string(), FORMAT_VERSION.to_string()),
@@ -61,12 +70,17 @@ pub fn to_safetensors_bytes<T: Float>(net: &Network<T>, preprocessing: &Preproce
     ]);
     let mut buffers = Vec::with_capacity(2 * net.num_layers());
     for (i, l) in net.layers().iter().enumerate() {
-        buffers.push((weight_name(i), vec![l.outputs(), l.inputs()], to_bytes(l.weight_slice())));
+        buffers.push((
+            weight_name(i),
+            vec![l.outputs(), l.inputs()],
+            to_bytes(l.weight_slice()),
+        ));
         buffers.push((bias_name(i), vec![l.outputs()], to_bytes(l.bias())));
     }
     let mut views = Vec::with_capacity(buffers.len());
     for (name, shape, data) in &buffers {
-        let view = TensorView::new(T::DTYPE, shape.clone(), data).map_err(|e| ModelIoError::Corrupt(e.to_string()))?;
+        let view = TensorView::new(T::DTYPE, shape.clone(), data)
+            .map_err(|e| ModelIoError::Corrupt(e.to_string()))?;
         views.push((name.as_str(), view));
     }
     safetensors::serialize(views, Some(metadata)).map_err(|e| ModelIoError::Corrupt(e.to_string()))
@@ -82,7 +96,9 @@ fn map_st_error(e: SafeTensorError) -> ModelIoError {
 }
 
 fn meta<'a>(map: &'a HashMap<String, String>, key: &'static str) -> Result<&'a str, ModelIoError> {
-    map.get(key).map(String::as_str).ok_or(ModelIoError::MissingMetadata(key))
+    map.get(key)
+        .map(String::as_str)
+        .ok_or(ModelIoError::MissingMetadata(key))
 }
 
 /// Reads a model from safetensors bytes, validating names, shapes, dtypes and metadata.
@@ -94,20 +110,41 @@ pub fn from_safetensors_bytes<T: Float>(bytes: &[u8]) -> Result<SavedModel<T>, M
 
     let format = meta(map, "format")?;
     if format != FORMAT_NAME {
-        return Err(ModelIoError::BadMetadata { key: "format", reason: format!("expected \"{FORMAT_NAME}\", got {format:?}") });
+        return Err(ModelIoError::BadMetadata {
+            key: "format",
+            reason: format!("expected \"{FORMAT_NAME}\", got {format:?}"),
+        });
     }
     let version = meta(map, "format_version")?;
     if version.trim().parse::<u32>().ok() != Some(FORMAT_VERSION) {
-        return Err(ModelIoError::UnsupportedVersion { found: version.to_string(), supported: FORMAT_VERSION });
+        return Err(ModelIoError::UnsupportedVersion {
+            found: version.to_string(),
+            supported: FORMAT_VERSION,
+        });
     }
-    let arch: Architecture = serde_json::from_str(meta(map, "architecture")?)
-        .map_err(|e| ModelIoError::BadMetadata { key: "architecture", reason: e.to_string() })?;
-    arch.validate().map_err(|e| ModelIoError::BadMetadata { key: "architecture", reason: e.to_string() })?;
-    let preprocessing: Preprocessing = serde_json::from_str(meta(map, "preprocessing")?)
-        .map_err(|e| ModelIoError::BadMetadata { key: "preprocessing", reason: e.to_string() })?;
+    let arch: Architecture = serde_json::from_str(meta(map, "architecture")?).map_err(|e| {
+        ModelIoError::BadMetadata {
+            key: "architecture",
+            reason: e.to_string(),
+        }
+    })?;
+    arch.validate().map_err(|e| ModelIoError::BadMetadata {
+        key: "architecture",
+        reason: e.to_string(),
+    })?;
+    let preprocessing: Preprocessing =
+        serde_json::from_str(meta(map, "preprocessing")?).map_err(|e| {
+            ModelIoError::BadMetadata {
+                key: "preprocessing",
+                reason: e.to_string(),
+            }
+        })?;
     preprocessing
         .validate()
-        .map_err(|e| ModelIoError::BadMetadata { key: "preprocessing", reason: e.to_string() })?;
+        .map_err(|e| ModelIoError::BadMetadata {
+            key: "preprocessing",
+            reason: e.to_string(),
+        })?;
 
     let mut expected_names = Vec::with_capacity(2 * arch.num_layers());
     let mut layers = Vec::with_capacity(arch.num_layers());
@@ -115,39 +152,79 @@ pub fn from_safetensors_bytes<T: Float>(bytes: &[u8]) -> Result<SavedModel<T>, M
         let (wn, bn) = (weight_name(i), bias_name(i));
         let weight = read_tensor::<T>(&st, &wn, &[spec.outputs, spec.inputs])?;
         let bias = read_tensor::<T>(&st, &bn, &[spec.outputs])?;
-        let layer = Dense::from_parts(spec.inputs, spec.outputs, weight, bias).ok_or_else(|| {
-            ModelIoError::ShapeMismatch { name: wn.clone(), expected: vec![spec.outputs, spec.inputs], found: vec![] }
-        })?;
+        let layer =
+            Dense::from_parts(spec.inputs, spec.outputs, weight, bias).ok_or_else(|| {
+                ModelIoError::ShapeMismatch {
+                    name: wn.clone(),
+                    expected: vec![spec.outputs, spec.inputs],
+                    found: vec![],
+                }
+            })?;
         layers.push(layer);
         expected_names.push(wn);
         expected_names.push(bn);
     }
-    if let Some(extra) = st.names().into_iter().find(|n| !expected_names.iter().any(|e| e == n)) {
+    if let Some(extra) = st
+        .names()
+        .into_iter()
+        .find(|n| !expected_names.iter().any(|e| e == n))
+    {
         return Err(ModelIoError::UnexpectedTensor(extra.to_string()));
     }
     let network = Network::from_layers(&arch, layers)
-        .map_err(|e| ModelIoError::BadMetadata { key: "architecture", reason: e.to_string() })?
-        .ok_or_else(|| ModelIoError::BadMetadata { key: "architecture", reason: "layer shapes disagree".into() })?;
-    Ok(SavedModel { network, preprocessing })
+        .map_err(|e| ModelIoError::BadMetadata {
+            key: "architecture",
+            reason: e.to_string(),
+        })?
+        .ok_or_else(|| ModelIoError::BadMetadata {
+            key: "architecture",
+            reason: "layer shapes disagree".into(),
+        })?;
+    Ok(SavedModel {
+        network,
+        preprocessing,
+    })
 }
 
-fn read_tensor<T: Float>(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<T>, ModelIoError> {
+fn read_tensor<T: Float>(
+    st: &SafeTensors<'_>,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<T>, ModelIoError> {
     let view = st.tensor(name).map_err(|e| match e {
         SafeTensorError::TensorNotFound(_) => ModelIoError::MissingTensor(name.to_string()),
         other => map_st_error(other),
     })?;
     if view.shape() != shape {
-        return Err(ModelIoError::ShapeMismatch { name: name.to_string(), expected: shape.to_vec(), found: view.shape().to_vec() });
+        return Err(ModelIoError::ShapeMismatch {
+            name: name.to_string(),
+            expected: shape.to_vec(),
+            found: view.shape().to_vec(),
+        });
     }
     let data = view.data();
     let values: Option<Vec<T>> = match view.dtype() {
-        Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_chunk(c).map(|v| T::from_f64(f64::from(v)))).collect(),
-        Dtype::F64 => data.chunks_exact(8).map(|c| f64::from_le_chunk(c).map(T::from_f64)).collect(),
-        other => return Err(ModelIoError::UnsupportedDtype { name: name.to_string(), dtype: format!("{other:?}") }),
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_chunk(c).map(|v| T::from_f64(f64::from(v))))
+            .collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_chunk(c).map(T::from_f64))
+            .collect(),
+        other => {
+            return Err(ModelIoError::UnsupportedDtype {
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+            });
+        }
     };
-    let values = values.ok_or_else(|| ModelIoError::Corrupt(format!("tensor `{name}` has a partial element")))?;
+    let values = values
+        .ok_or_else(|| ModelIoError::Corrupt(format!("tensor `{name}` has a partial element")))?;
     if values.len() != shape.iter().product::<usize>() {
-        return Err(ModelIoError::Corrupt(format!("tensor `{name}` data length disagrees with its shape")));
+        return Err(ModelIoError::Corrupt(format!(
+            "tensor `{name}` data length disagrees with its shape"
+        )));
     }
     if values.iter().any(|v| !v.to_f64().is_finite()) {
         return Err(ModelIoError::NonFinite(name.to_string()));
@@ -158,22 +235,36 @@ fn read_tensor<T: Float>(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> R
 /// Writes a model file atomically: the bytes go to a temporary file in the same directory,
 /// which is flushed to disk and then renamed over `path`. A crash leaves either the old file
 /// or the new one, never a partial file at `path`.
-pub fn save_model<T: Float>(path: impl AsRef<Path>, net: &Network<T>, preprocessing: &Preprocessing) -> Result<(), ModelFileError> {
+pub fn save_model<T: Float>(
+    path: impl AsRef<Path>,
+    net: &Network<T>,
+    preprocessing: &Preprocessing,
+) -> Result<(), ModelFileError> {
     let path = path.as_ref();
-    let err = |source: ModelIoError| ModelFileError { path: path.to_path_buf(), source };
+    let err = |source: ModelIoError| ModelFileError {
+        path: path.to_path_buf(),
+        source,
+    };
     let bytes = to_safetensors_bytes(net, preprocessing).map_err(err)?;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| err(ModelIoError::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has no file name"))))?;
+    let file_name = path.file_name().ok_or_else(|| {
+        err(ModelIoError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "path has no file name",
+        )))
+    })?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(file_name);
     // Process id plus a per-process counter: concurrent saves never share a temporary file.
     static SAVES: AtomicU64 = AtomicU64::new(0);
-    tmp_name.push(format!(".{}-{}.tmp", std::process::id(), SAVES.fetch_add(1, Ordering::Relaxed)));
+    tmp_name.push(format!(
+        ".{}-{}.tmp",
+        std::process::id(),
+        SAVES.fetch_add(1, Ordering::Relaxed)
+    ));
     let tmp = dir.join(tmp_name);
     let write = || -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -191,7 +282,10 @@ pub fn save_model<T: Float>(path: impl AsRef<Path>, net: &Network<T>, preprocess
 /// Reads a model file (see [`from_safetensors_bytes`]); errors carry the path.
 pub fn load_model<T: Float>(path: impl AsRef<Path>) -> Result<SavedModel<T>, ModelFileError> {
     let path = path.as_ref();
-    let err = |source: ModelIoError| ModelFileError { path: path.to_path_buf(), source };
+    let err = |source: ModelIoError| ModelFileError {
+        path: path.to_path_buf(),
+        source,
+    };
     let bytes = std::fs::read(path).map_err(|e| err(ModelIoError::Io(e)))?;
     from_safetensors_bytes(&bytes).map_err(err)
 }

@@ -76,7 +76,14 @@ pub(crate) struct SparseInput<T> {
 impl<T: Float> SparseInput<T> {
     /// Decides the path for `x` (`batch x inputs`); compresses it when sparse and records the
     /// background value. Allocates (once) on the first sparse batch.
-    pub(crate) fn prepare(&mut self, x: &[T], batch: usize, inputs: usize, max_batch: usize, policy: InputPath) {
+    pub(crate) fn prepare(
+        &mut self,
+        x: &[T],
+        batch: usize,
+        inputs: usize,
+        max_batch: usize,
+        policy: InputPath,
+    ) {
         self.background = None;
         self.max_batch = max_batch;
         let zero = T::from_f64(0.0);
@@ -88,9 +95,14 @@ impl<T: Float> SparseInput<T> {
             return;
         }
         // Background: 0, or the first value (the top-left pixel of a standardized image).
-        let (nnz_zero, nnz_first) =
-            x.iter().fold((0usize, 0usize), |(a, b), &v| (a + usize::from(v != zero), b + usize::from(v != first)));
-        let (c, nnz) = if nnz_first < nnz_zero { (first, nnz_first) } else { (zero, nnz_zero) };
+        let (nnz_zero, nnz_first) = x.iter().fold((0usize, 0usize), |(a, b), &v| {
+            (a + usize::from(v != zero), b + usize::from(v != first))
+        });
+        let (c, nnz) = if nnz_first < nnz_zero {
+            (first, nnz_first)
+        } else {
+            (zero, nnz_zero)
+        };
         let cap = capacity(max_batch, inputs);
         if policy == InputPath::Auto && nnz > cap {
             return;
@@ -108,7 +120,10 @@ impl<T: Float> SparseInput<T> {
         // Branch-free compression: every value is written, the cursor advances on non-zeros.
         let mut k = 0usize;
         for (row, ptr) in x.chunks_exact(inputs).zip(self.row_ptr.iter_mut().skip(1)) {
-            let (Some(idx), Some(val)) = (self.idx.get_mut(k..k + inputs), self.val.get_mut(k..k + inputs)) else {
+            let (Some(idx), Some(val)) = (
+                self.idx.get_mut(k..k + inputs),
+                self.val.get_mut(k..k + inputs),
+            ) else {
                 return;
             };
             let mut j = 0usize;
@@ -130,7 +145,14 @@ impl<T: Float> SparseInput<T> {
 
     /// `z = x W^T + b` for the batch compressed by [`Self::prepare`] (`weight` row-major
     /// `[outputs, inputs]`, `z` row-major `batch x outputs`).
-    pub(crate) fn affine(&mut self, weight: &[T], bias: &[T], inputs: usize, z: &mut [T], par: Par) {
+    pub(crate) fn affine(
+        &mut self,
+        weight: &[T],
+        bias: &[T],
+        inputs: usize,
+        z: &mut [T],
+        par: Par,
+    ) {
         let outputs = bias.len();
         let Some(c) = self.background else { return };
         if outputs == 0 || inputs == 0 {
@@ -147,7 +169,11 @@ impl<T: Float> SparseInput<T> {
             self.init.reserve(outputs);
         }
         for (wrow, &b) in weight.chunks_exact(inputs).zip(bias) {
-            let corr = if c == zero { zero } else { c * wrow.iter().fold(zero, |s, &w| s + w) };
+            let corr = if c == zero {
+                zero
+            } else {
+                c * wrow.iter().fold(zero, |s, &w| s + w)
+            };
             self.init.push(b + corr);
         }
         transpose_into_panels(weight, inputs, outputs, &mut self.wt);
@@ -166,7 +192,14 @@ impl<T: Float> SparseInput<T> {
 
     /// Layer 0's weight gradient `delta^T x` into `grad` (row-major `[outputs, inputs]`) for the
     /// batch of the last [`Self::prepare`]; `bias_grad` is `colsum(delta)` (already computed).
-    pub(crate) fn weight_gradient(&mut self, delta: &[T], bias_grad: &[T], inputs: usize, grad: &mut [T], par: Par) {
+    pub(crate) fn weight_gradient(
+        &mut self,
+        delta: &[T],
+        bias_grad: &[T],
+        inputs: usize,
+        grad: &mut [T],
+        par: Par,
+    ) {
         let outputs = bias_grad.len();
         let Some(c) = self.background else { return };
         if outputs == 0 || inputs == 0 {
@@ -197,12 +230,16 @@ impl<T: Float> SparseInput<T> {
         }
         // Reuse `col_ptr[i]` as the write cursor of column i, then shift back.
         for (r, span) in (0u32..).zip(self.row_ptr.windows(2).take(rows)) {
-            let (Some(ix), Some(vs)) = (self.idx.get(span[0]..span[1]), self.val.get(span[0]..span[1])) else {
+            let (Some(ix), Some(vs)) = (
+                self.idx.get(span[0]..span[1]),
+                self.val.get(span[0]..span[1]),
+            ) else {
                 continue;
             };
             for (&i, &v) in ix.iter().zip(vs) {
                 if let Some(cur) = self.col_ptr.get_mut(i as usize) {
-                    if let (Some(cr), Some(cv)) = (self.crow.get_mut(*cur), self.cval.get_mut(*cur)) {
+                    if let (Some(cr), Some(cv)) = (self.crow.get_mut(*cur), self.cval.get_mut(*cur))
+                    {
                         *cr = r;
                         *cv = v;
                     }
@@ -234,14 +271,15 @@ fn capacity(max_batch: usize, inputs: usize) -> usize {
     ((max_batch * inputs) as f64 * MAX_DENSITY).floor() as usize
 }
 
-
 /// `weight` `[outputs, inputs]` into panels of [`PANEL`] outputs (`inputs x PANEL` each);
 /// padding columns are left as they are (zero from allocation). Blocks of 8 inputs keep the
 /// eight destination rows of a block in L1 while the panel's weight rows stream through.
 fn transpose_into_panels<T: Float>(weight: &[T], inputs: usize, outputs: usize, wt: &mut [T]) {
     for (p, panel) in wt.chunks_exact_mut(inputs * PANEL).enumerate() {
         let o0 = p * PANEL;
-        let rows = weight.get(o0 * inputs..(outputs.min(o0 + PANEL)) * inputs).unwrap_or(&[]);
+        let rows = weight
+            .get(o0 * inputs..(outputs.min(o0 + PANEL)) * inputs)
+            .unwrap_or(&[]);
         let (cells, _) = panel.as_chunks_mut::<PANEL>();
         for (b, block) in cells.chunks_mut(8).enumerate() {
             let i0 = b * 8;
@@ -263,7 +301,14 @@ trait RowTask<T>: Sync {
 }
 
 /// Splits `rows` rows of `out` (rows of `width`) between the threads of `par`.
-fn split_rows<T: Float, K: RowTask<T>>(out: &mut [T], width: usize, first: usize, rows: usize, par: Par, task: &K) {
+fn split_rows<T: Float, K: RowTask<T>>(
+    out: &mut [T],
+    width: usize,
+    first: usize,
+    rows: usize,
+    par: Par,
+    task: &K,
+) {
     if parallelism_degree(par) <= 1 || rows < 2 * MIN_ROWS_PER_TASK {
         task.run(first, out);
         return;
@@ -354,7 +399,11 @@ struct Forward<'a, T> {
 
 impl<T: Float> RowTask<T> for Forward<'_, T> {
     fn run(&self, first_row: usize, out: &mut [T]) {
-        pulp::Arch::new().dispatch(ForwardCall { kernel: self, first_row, out });
+        pulp::Arch::new().dispatch(ForwardCall {
+            kernel: self,
+            first_row,
+            out,
+        });
     }
 }
 
@@ -366,7 +415,10 @@ impl<T: Float> Forward<'_, T> {
         let zero = T::from_f64(0.0);
         let n = self.outputs;
         let rows = out.len() / n;
-        let ptrs = self.row_ptr.get(first_row..first_row + rows + 1).unwrap_or(&[]);
+        let ptrs = self
+            .row_ptr
+            .get(first_row..first_row + rows + 1)
+            .unwrap_or(&[]);
         for (p, panel) in self.wt.chunks_exact(self.inputs * PANEL).enumerate() {
             let (cells, _) = panel.as_chunks::<PANEL>();
             let o0 = p * PANEL;
@@ -375,7 +427,9 @@ impl<T: Float> Forward<'_, T> {
             init[..w].copy_from_slice(&self.init[o0..o0 + w]);
             for (orow, span) in out.chunks_exact_mut(n).zip(ptrs.windows(2)) {
                 let (s, e) = (span[0], span[1]);
-                let (Some(ix), Some(vs)) = (self.idx.get(s..e), self.val.get(s..e)) else { continue };
+                let (Some(ix), Some(vs)) = (self.idx.get(s..e), self.val.get(s..e)) else {
+                    continue;
+                };
                 let acc = panel_dot(init, cells, ix, vs);
                 for (o, &a) in orow[o0..o0 + w].iter_mut().zip(&acc) {
                     *o = a;
@@ -395,7 +449,9 @@ fn panel_dot<T: Float>(init: [T; PANEL], cells: &[[T; PANEL]], ix: &[u32], vs: &
     let (ix2, ix1) = ix.as_chunks::<2>();
     let (vs2, vs1) = vs.as_chunks::<2>();
     for (i, v) in ix2.iter().zip(vs2) {
-        let (Some(w0), Some(w1)) = (cells.get(i[0] as usize), cells.get(i[1] as usize)) else { break };
+        let (Some(w0), Some(w1)) = (cells.get(i[0] as usize), cells.get(i[1] as usize)) else {
+            break;
+        };
         for j in 0..PANEL {
             a[j] = w0[j].mul_add(v[0], a[j]);
             b[j] = w1[j].mul_add(v[1], b[j]);
@@ -428,7 +484,12 @@ struct Backward<'a, T> {
 
 impl<T: Float> PanelTask<T> for Backward<'_, T> {
     fn run(&self, first_panel: usize, dt: &mut [T], grad: &mut [T]) {
-        pulp::Arch::new().dispatch(BackwardCall { kernel: self, first_panel, gt: dt, grad });
+        pulp::Arch::new().dispatch(BackwardCall {
+            kernel: self,
+            first_panel,
+            gt: dt,
+            grad,
+        });
     }
 }
 
@@ -441,11 +502,19 @@ impl<T: Float> Backward<'_, T> {
         let zero = T::from_f64(0.0);
         let n = self.outputs;
         let stride = dt.len() / grad.len().div_ceil(PANEL * self.inputs).max(1);
-        for (k, (block, gw)) in dt.chunks_exact_mut(stride).zip(grad.chunks_mut(PANEL * self.inputs)).enumerate() {
+        for (k, (block, gw)) in dt
+            .chunks_exact_mut(stride)
+            .zip(grad.chunks_mut(PANEL * self.inputs))
+            .enumerate()
+        {
             let o0 = (first_panel + k) * PANEL;
             let w = PANEL.min(n - o0);
             let (cells, _) = block.as_chunks_mut::<PANEL>();
-            for (cell, drow) in cells.iter_mut().zip(self.delta.chunks_exact(n)).take(self.rows) {
+            for (cell, drow) in cells
+                .iter_mut()
+                .zip(self.delta.chunks_exact(n))
+                .take(self.rows)
+            {
                 cell[..w].copy_from_slice(&drow[o0..o0 + w]);
             }
             let cells = &cells[..self.rows.min(cells.len())];
@@ -457,7 +526,9 @@ impl<T: Float> Backward<'_, T> {
             }
             for (i, span) in self.col_ptr.windows(2).enumerate() {
                 let (s, e) = (span[0], span[1]);
-                let (Some(rs), Some(vs)) = (self.crow.get(s..e), self.cval.get(s..e)) else { continue };
+                let (Some(rs), Some(vs)) = (self.crow.get(s..e), self.cval.get(s..e)) else {
+                    continue;
+                };
                 let acc = panel_dot(corr, cells, rs, vs);
                 for (grow, &a) in gw.chunks_exact_mut(self.inputs).zip(&acc) {
                     if let Some(g) = grow.get_mut(i) {

@@ -28,12 +28,22 @@ pub struct TrainOptions {
     /// updated; deltas still flow through it to trainable layers below.
     #[serde(default)]
     pub frozen: Vec<bool>,
+    /// Label smoothing `eps` in `[0, 1)`: training targets become
+    /// `(1 - eps) one_hot + eps / classes`. Evaluation losses stay against the hard labels.
+    #[serde(default)]
+    pub label_smoothing: f64,
 }
 
 impl TrainOptions {
     /// Options with the given loss and no regularisation or freezing.
     pub fn new(loss: Loss) -> Self {
-        Self { loss, l2: 0.0, keep_prob: Vec::new(), frozen: Vec::new() }
+        Self {
+            loss,
+            l2: 0.0,
+            keep_prob: Vec::new(),
+            frozen: Vec::new(),
+            label_smoothing: 0.0,
+        }
     }
 
     /// Checks the options against an architecture.
@@ -41,6 +51,12 @@ impl TrainOptions {
         let bad = |m: String| Err(CoreError::BadOptions(m));
         if !self.l2.is_finite() || self.l2 < 0.0 {
             return bad(format!("l2 must be finite and >= 0, got {}", self.l2));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad(format!(
+                "label_smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            ));
         }
         let hidden = arch.num_hidden();
         if !self.keep_prob.is_empty() && self.keep_prob.len() != hidden {
@@ -128,7 +144,10 @@ impl<T: Float> Gradients<T> {
                 active: false,
             })
             .collect();
-        Self { sizes: arch.sizes.clone(), layers }
+        Self {
+            sizes: arch.sizes.clone(),
+            layers,
+        }
     }
 
     /// Per-layer gradients.
@@ -187,21 +206,46 @@ pub fn compute_gradients<T: Float>(
     let arch = net.architecture();
     let n = net.num_layers();
     let first_needed = first_active.unwrap_or(n);
-    net.forward_unchecked(ws, x, batch, Some(TrainPass { keep_prob: &opts.keep_prob, first_needed, rng }), par);
+    net.forward_unchecked(
+        ws,
+        x,
+        batch,
+        Some(TrainPass {
+            keep_prob: &opts.keep_prob,
+            first_needed,
+            rng,
+        }),
+        par,
+    );
 
     let width = net.outputs();
     let len = batch * width;
-    let Workspace { layers: bufs, logits, sparse, .. } = ws;
+    let Workspace {
+        layers: bufs,
+        logits,
+        sparse,
+        ..
+    } = ws;
     let data_loss = match bufs.last_mut() {
-        Some(last) if first_active.is_some() => opts.loss.mean_and_gradient(
+        Some(last) if first_active.is_some() => opts.loss.mean_and_gradient_smoothed(
             arch.output,
             &logits[..len],
             &last.out[..len],
             labels,
             width,
+            opts.label_smoothing,
             &mut last.delta[..len],
         ),
-        Some(last) => opts.loss.mean(arch.output, &logits[..len], &last.out[..len], labels, width),
+        Some(last) => {
+            opts.loss.sum_smoothed(
+                arch.output,
+                &logits[..len],
+                &last.out[..len],
+                labels,
+                width,
+                opts.label_smoothing,
+            ) / batch.max(1) as f64
+        }
         None => 0.0,
     };
 
@@ -231,7 +275,9 @@ pub fn compute_gradients<T: Float>(
             if batch == 1 {
                 // An outer product: no GEMM set-up for single-example steps.
                 for (grow, &d) in g.weight.chunks_exact_mut(inp).zip(delta) {
-                    grow.iter_mut().zip(input).for_each(|(gw, &xv)| *gw = d * xv);
+                    grow.iter_mut()
+                        .zip(input)
+                        .for_each(|(gw, &xv)| *gw = d * xv);
                 }
             } else if l == 0 && sparse.background.is_some() {
                 // dW = delta^T X as a scatter-add of the non-zero inputs (+ rank-1 term).
@@ -260,11 +306,17 @@ pub fn compute_gradients<T: Float>(
                 layer.weight(),
                 par,
             );
-            pd.iter_mut().zip(&p.deriv[..batch * inp]).for_each(|(d, &f)| *d *= f);
+            pd.iter_mut()
+                .zip(&p.deriv[..batch * inp])
+                .for_each(|(d, &f)| *d *= f);
         }
     }
 
-    let l2_sum = if opts.l2 > 0.0 { apply_l2(net, grads, opts.l2) } else { 0.0 };
+    let l2_sum = if opts.l2 > 0.0 {
+        apply_l2(net, grads, opts.l2)
+    } else {
+        0.0
+    };
     Ok(data_loss + opts.l2 * l2_sum)
 }
 
@@ -331,10 +383,21 @@ fn check_train_inputs<T: Float>(
 
 fn check_labels(labels: &[u8], batch: usize, classes: usize) -> Result<(), CoreError> {
     if labels.len() != batch {
-        return Err(CoreError::LabelCount { batch, got: labels.len() });
+        return Err(CoreError::LabelCount {
+            batch,
+            got: labels.len(),
+        });
     }
-    if let Some((index, &label)) = labels.iter().enumerate().find(|(_, l)| usize::from(**l) >= classes) {
-        return Err(CoreError::LabelOutOfRange { index, label, classes });
+    if let Some((index, &label)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, l)| usize::from(**l) >= classes)
+    {
+        return Err(CoreError::LabelOutOfRange {
+            index,
+            label,
+            classes,
+        });
     }
     Ok(())
 }
@@ -356,13 +419,34 @@ pub fn compute_loss<T: Float>(
     check_labels(labels, batch, net.outputs())?;
     opts.validate(net.architecture())?;
     let n = net.num_layers();
-    net.forward_unchecked(ws, x, batch, Some(TrainPass { keep_prob: &opts.keep_prob, first_needed: n, rng }), par);
+    net.forward_unchecked(
+        ws,
+        x,
+        batch,
+        Some(TrainPass {
+            keep_prob: &opts.keep_prob,
+            first_needed: n,
+            rng,
+        }),
+        par,
+    );
     let width = net.outputs();
     let len = batch * width;
     let probs = ws.layers.last().map_or(&[][..], |l| &l.out[..len]);
-    let data = opts.loss.mean(net.architecture().output, &ws.logits[..len], probs, labels, width);
+    let data = opts.loss.sum_smoothed(
+        net.architecture().output,
+        &ws.logits[..len],
+        probs,
+        labels,
+        width,
+        opts.label_smoothing,
+    ) / batch.max(1) as f64;
     let l2: f64 = if opts.l2 > 0.0 {
-        net.layers().iter().flat_map(|l| l.weight_slice()).map(|v| v.to_f64() * v.to_f64()).sum()
+        net.layers()
+            .iter()
+            .flat_map(|l| l.weight_slice())
+            .map(|v| v.to_f64() * v.to_f64())
+            .sum()
     } else {
         0.0
     };
@@ -395,7 +479,12 @@ pub fn evaluate<T: Float>(
     let n = labels.len();
     let inputs = net.inputs();
     if x.len() != n * inputs {
-        return Err(CoreError::InputLength { batch: n, inputs, expected: n * inputs, got: x.len() });
+        return Err(CoreError::InputLength {
+            batch: n,
+            inputs,
+            expected: n * inputs,
+            got: x.len(),
+        });
     }
     check_labels(labels, n, net.outputs())?;
     let width = net.outputs();
@@ -404,7 +493,13 @@ pub fn evaluate<T: Float>(
     let mut correct = 0usize;
     for (xb, yb) in x.chunks(step * inputs.max(1)).zip(labels.chunks(step)) {
         let out = net.forward(ws, xb, yb.len(), par)?;
-        total += loss.sum(net.architecture().output, out.logits_slice(), out.probabilities_slice(), yb, width);
+        total += loss.sum(
+            net.architecture().output,
+            out.logits_slice(),
+            out.probabilities_slice(),
+            yb,
+            width,
+        );
         correct += out
             .probabilities_slice()
             .chunks_exact(width)
@@ -413,5 +508,10 @@ pub fn evaluate<T: Float>(
             .count();
     }
     let denom = n.max(1) as f64;
-    Ok(Evaluation { mean_loss: total / denom, accuracy: correct as f64 / denom, correct, examples: n })
+    Ok(Evaluation {
+        mean_loss: total / denom,
+        accuracy: correct as f64 / denom,
+        correct,
+        examples: n,
+    })
 }

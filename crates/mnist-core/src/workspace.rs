@@ -43,7 +43,11 @@ impl<T: Float> Workspace<T> {
             .enumerate()
             .map(|(l, &w)| LayerBuffers {
                 out: vec![zero; max_batch * w],
-                deriv: if l + 1 < n { vec![zero; max_batch * w] } else { Vec::new() },
+                deriv: if l + 1 < n {
+                    vec![zero; max_batch * w]
+                } else {
+                    Vec::new()
+                },
                 delta: vec![zero; max_batch * w],
             })
             .collect();

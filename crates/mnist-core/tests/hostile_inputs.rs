@@ -7,8 +7,8 @@ use std::path::Path;
 
 use mnist_core::rand_chacha::ChaCha8Rng;
 use mnist_core::{
-    Activation, Architecture, BiasInit, LayerInit, Network, OutputHead, Preprocessing,
-    WeightInit, from_safetensors_bytes, to_safetensors_bytes,
+    Activation, Architecture, BiasInit, LayerInit, Network, OutputHead, Preprocessing, WeightInit,
+    from_safetensors_bytes, to_safetensors_bytes,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -39,7 +39,10 @@ fn model_fuzz_regressions() {
 /// A real (tiny) model file: 4-3-2, f32.
 fn tiny_model() -> Vec<u8> {
     let arch = Architecture::uniform(vec![4, 3, 2], Activation::Relu, OutputHead::Softmax).unwrap();
-    let init = LayerInit { weight: WeightInit::HeNormal, bias: BiasInit::Zero };
+    let init = LayerInit {
+        weight: WeightInit::HeNormal,
+        bias: BiasInit::Zero,
+    };
     let net = Network::<f32>::new(&arch, &[init, init], &mut ChaCha8Rng::seed_from_u64(7)).unwrap();
     to_safetensors_bytes(&net, &Preprocessing::default()).unwrap()
 }

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use mnist_core::{
-    Activation, Architecture, BiasInit, LayerInit, ModelIoError, Network, OutputHead, Preprocessing, WeightInit,
-    from_safetensors_bytes, load_model, save_model, to_safetensors_bytes,
+    Activation, Architecture, BiasInit, LayerInit, ModelIoError, Network, OutputHead,
+    Preprocessing, WeightInit, from_safetensors_bytes, load_model, save_model,
+    to_safetensors_bytes,
 };
 use proptest::prelude::*;
 use rand::SeedableRng;
@@ -23,12 +24,22 @@ fn arch() -> Architecture {
 }
 
 fn net<T: mnist_core::Float>(arch: &Architecture, seed: u64) -> Network<T> {
-    let init = LayerInit::new(WeightInit::XavierUniform, BiasInit::Normal { mean: 0.0, std: 0.1 });
+    let init = LayerInit::new(
+        WeightInit::XavierUniform,
+        BiasInit::Normal {
+            mean: 0.0,
+            std: 0.1,
+        },
+    );
     Network::new(arch, &[init], &mut ChaCha8Rng::seed_from_u64(seed)).unwrap()
 }
 
 fn prep() -> Preprocessing {
-    Preprocessing { scale: 1.0 / 255.0, mean: 0.1307, std: 0.3081 }
+    Preprocessing {
+        scale: 1.0 / 255.0,
+        mean: 0.1307,
+        std: 0.3081,
+    }
 }
 
 /// Builds a safetensors file from raw parts, to forge bad inputs.
@@ -37,7 +48,10 @@ fn forge(tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)], meta: &[(&str, &str)]) 
         .iter()
         .map(|(n, d, s, b)| (*n, TensorView::new(*d, s.clone(), b).unwrap()))
         .collect();
-    let meta: HashMap<String, String> = meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let meta: HashMap<String, String> = meta
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     safetensors::serialize(views, Some(meta)).unwrap()
 }
 
@@ -57,14 +71,30 @@ fn good_meta(arch_json: &str) -> Vec<(&'static str, String)> {
 fn tensors_for(sizes: &[usize]) -> Vec<(String, Dtype, Vec<usize>, Vec<u8>)> {
     let mut out = Vec::new();
     for (i, w) in sizes.windows(2).enumerate() {
-        out.push((format!("layers.{i}.weight"), Dtype::F32, vec![w[1], w[0]], f32_bytes(w[0] * w[1], 0.5)));
-        out.push((format!("layers.{i}.bias"), Dtype::F32, vec![w[1]], f32_bytes(w[1], 0.1)));
+        out.push((
+            format!("layers.{i}.weight"),
+            Dtype::F32,
+            vec![w[1], w[0]],
+            f32_bytes(w[0] * w[1], 0.5),
+        ));
+        out.push((
+            format!("layers.{i}.bias"),
+            Dtype::F32,
+            vec![w[1]],
+            f32_bytes(w[1], 0.1),
+        ));
     }
     out
 }
 
-fn build(tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)], meta: &[(&'static str, String)]) -> Vec<u8> {
-    let t: Vec<_> = tensors.iter().map(|(n, d, s, b)| (n.as_str(), *d, s.clone(), b.clone())).collect();
+fn build(
+    tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)],
+    meta: &[(&'static str, String)],
+) -> Vec<u8> {
+    let t: Vec<_> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.as_str(), *d, s.clone(), b.clone()))
+        .collect();
     let m: Vec<_> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
     forge(&t, &m)
 }
@@ -90,7 +120,14 @@ fn layout_matches_pytorch_linear() {
     // f64 networks are stored as F64.
     let n64: Network<f64> = net(&a, 1);
     let st_bytes = to_safetensors_bytes(&n64, &prep()).unwrap();
-    assert_eq!(SafeTensors::deserialize(&st_bytes).unwrap().tensor("layers.0.weight").unwrap().dtype(), Dtype::F64);
+    assert_eq!(
+        SafeTensors::deserialize(&st_bytes)
+            .unwrap()
+            .tensor("layers.0.weight")
+            .unwrap()
+            .dtype(),
+        Dtype::F64
+    );
 }
 
 #[test]
@@ -101,7 +138,10 @@ fn path_level_save_is_atomic_and_errors_name_the_path() {
     save_model(&path, &n, &prep()).unwrap();
     // Overwrite in place; no temp file is left behind.
     save_model(&path, &n, &prep()).unwrap();
-    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("model.safetensors")]);
     let loaded = load_model::<f32>(&path).unwrap();
     assert!(loaded.network.bit_identical(&n));
@@ -118,7 +158,12 @@ fn path_level_save_is_atomic_and_errors_name_the_path() {
     assert!(matches!(err.source, ModelIoError::Truncated(_)), "{err}");
     assert!(err.to_string().contains("bad.safetensors"));
 
-    let err = save_model(dir.path().join("no-such-dir").join("m.safetensors"), &n, &prep()).unwrap_err();
+    let err = save_model(
+        dir.path().join("no-such-dir").join("m.safetensors"),
+        &n,
+        &prep(),
+    )
+    .unwrap_err();
     assert!(matches!(err.source, ModelIoError::Io(_)));
 }
 
@@ -127,7 +172,10 @@ fn truncated_files() {
     let bytes = to_safetensors_bytes(&net::<f32>(&arch(), 3), &prep()).unwrap();
     for cut in [0, 4, 7, 8, 20, bytes.len() / 2, bytes.len() - 1] {
         let err = from_safetensors_bytes::<f32>(&bytes[..cut]).unwrap_err();
-        assert!(matches!(err, ModelIoError::Truncated(_)), "cut at {cut}: {err:?}");
+        assert!(
+            matches!(err, ModelIoError::Truncated(_)),
+            "cut at {cut}: {err:?}"
+        );
     }
 }
 
@@ -136,10 +184,19 @@ fn wrong_shape() {
     let a = arch();
     let json = serde_json::to_string(&a).unwrap();
     let mut t = tensors_for(&[4, 5, 3]);
-    t[2] = ("layers.1.weight".into(), Dtype::F32, vec![5, 3], f32_bytes(15, 0.5)); // transposed
+    t[2] = (
+        "layers.1.weight".into(),
+        Dtype::F32,
+        vec![5, 3],
+        f32_bytes(15, 0.5),
+    ); // transposed
     let err = from_safetensors_bytes::<f32>(&build(&t, &good_meta(&json))).unwrap_err();
     match err {
-        ModelIoError::ShapeMismatch { name, expected, found } => {
+        ModelIoError::ShapeMismatch {
+            name,
+            expected,
+            found,
+        } => {
             assert_eq!(name, "layers.1.weight");
             assert_eq!(expected, vec![3, 5]);
             assert_eq!(found, vec![5, 3]);
@@ -160,11 +217,22 @@ fn missing_and_unexpected_tensors() {
     let mut t = tensors_for(&[4, 5, 3]);
     t.remove(3);
     let err = from_safetensors_bytes::<f32>(&build(&t, &good_meta(&json))).unwrap_err();
-    assert!(matches!(&err, ModelIoError::MissingTensor(n) if n == "layers.1.bias"), "{err:?}");
+    assert!(
+        matches!(&err, ModelIoError::MissingTensor(n) if n == "layers.1.bias"),
+        "{err:?}"
+    );
     let mut t = tensors_for(&[4, 5, 3]);
-    t.push(("layers.2.weight".into(), Dtype::F32, vec![1], f32_bytes(1, 0.0)));
+    t.push((
+        "layers.2.weight".into(),
+        Dtype::F32,
+        vec![1],
+        f32_bytes(1, 0.0),
+    ));
     let err = from_safetensors_bytes::<f32>(&build(&t, &good_meta(&json))).unwrap_err();
-    assert!(matches!(&err, ModelIoError::UnexpectedTensor(n) if n == "layers.2.weight"), "{err:?}");
+    assert!(
+        matches!(&err, ModelIoError::UnexpectedTensor(n) if n == "layers.2.weight"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -179,15 +247,45 @@ fn bad_metadata() {
         }
         from_safetensors_bytes::<f32>(&build(&t, &m)).unwrap_err()
     };
-    assert!(matches!(with("format", None), ModelIoError::MissingMetadata("format")));
-    assert!(matches!(with("format", Some("other")), ModelIoError::BadMetadata { key: "format", .. }));
-    assert!(matches!(with("format_version", Some("2")), ModelIoError::UnsupportedVersion { .. }));
-    assert!(matches!(with("architecture", None), ModelIoError::MissingMetadata("architecture")));
-    assert!(matches!(with("architecture", Some("{not json")), ModelIoError::BadMetadata { key: "architecture", .. }));
+    assert!(matches!(
+        with("format", None),
+        ModelIoError::MissingMetadata("format")
+    ));
+    assert!(matches!(
+        with("format", Some("other")),
+        ModelIoError::BadMetadata { key: "format", .. }
+    ));
+    assert!(matches!(
+        with("format_version", Some("2")),
+        ModelIoError::UnsupportedVersion { .. }
+    ));
+    assert!(matches!(
+        with("architecture", None),
+        ModelIoError::MissingMetadata("architecture")
+    ));
+    assert!(matches!(
+        with("architecture", Some("{not json")),
+        ModelIoError::BadMetadata {
+            key: "architecture",
+            ..
+        }
+    ));
     let zero_width = r#"{"sizes":[4,0,3],"hidden_activations":["relu"],"output":"softmax"}"#;
-    assert!(matches!(with("architecture", Some(zero_width)), ModelIoError::BadMetadata { key: "architecture", .. }));
+    assert!(matches!(
+        with("architecture", Some(zero_width)),
+        ModelIoError::BadMetadata {
+            key: "architecture",
+            ..
+        }
+    ));
     let bad_prep = r#"{"scale":1.0,"mean":0.0,"std":0.0}"#;
-    assert!(matches!(with("preprocessing", Some(bad_prep)), ModelIoError::BadMetadata { key: "preprocessing", .. }));
+    assert!(matches!(
+        with("preprocessing", Some(bad_prep)),
+        ModelIoError::BadMetadata {
+            key: "preprocessing",
+            ..
+        }
+    ));
     // No metadata at all.
     let err = from_safetensors_bytes::<f32>(&build(&t, &[])).unwrap_err();
     assert!(matches!(err, ModelIoError::MissingMetadata("format")));
@@ -203,7 +301,12 @@ fn unsupported_dtype_and_non_finite() {
         Err(ModelIoError::UnsupportedDtype { .. })
     ));
     let mut t = tensors_for(&[4, 5, 3]);
-    t[1] = ("layers.0.bias".into(), Dtype::F32, vec![5], f32_bytes(5, f32::NAN));
+    t[1] = (
+        "layers.0.bias".into(),
+        Dtype::F32,
+        vec![5],
+        f32_bytes(5, f32::NAN),
+    );
     assert!(matches!(
         from_safetensors_bytes::<f32>(&build(&t, &good_meta(&json))),
         Err(ModelIoError::NonFinite(_))
@@ -216,7 +319,9 @@ fn dtypes_convert_on_load() {
     let bytes = to_safetensors_bytes(&n64, &prep()).unwrap();
     let n32 = from_safetensors_bytes::<f32>(&bytes).unwrap().network;
     assert!(n32.bit_identical(&n64.cast::<f32>()));
-    let back = from_safetensors_bytes::<f64>(&to_safetensors_bytes(&n32, &prep()).unwrap()).unwrap().network;
+    let back = from_safetensors_bytes::<f64>(&to_safetensors_bytes(&n32, &prep()).unwrap())
+        .unwrap()
+        .network;
     assert!(back.bit_identical(&n32.cast::<f64>()));
 }
 
@@ -229,12 +334,15 @@ fn arb_arch() -> impl Strategy<Value = Architecture> {
         (-1.0f64..1.0).prop_map(|slope| Activation::LeakyRelu { slope }),
     ];
     let head = prop_oneof![Just(OutputHead::Softmax), Just(OutputHead::Sigmoid)];
-    (proptest::collection::vec(1usize..9, 2..6), proptest::collection::vec(act, 4), head).prop_map(
-        |(sizes, acts, output)| {
+    (
+        proptest::collection::vec(1usize..9, 2..6),
+        proptest::collection::vec(act, 4),
+        head,
+    )
+        .prop_map(|(sizes, acts, output)| {
             let hidden = acts[..sizes.len() - 2].to_vec();
             Architecture::new(sizes, hidden, output).unwrap()
-        },
-    )
+        })
 }
 
 proptest! {

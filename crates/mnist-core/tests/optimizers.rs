@@ -6,7 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic, like tests
 
 use mnist_core::{
-    Activation, Architecture, Dense, Gradients, Network, Optimizer, OptimizerConfig, OptimizerState, OutputHead,
+    Activation, Architecture, Dense, Gradients, Network, Optimizer, OptimizerConfig,
+    OptimizerState, OutputHead,
 };
 
 const LR: f64 = 0.1;
@@ -64,7 +65,10 @@ fn momentum() {
     // mu = 0.9. Step 1: v = g1 = [0.5, -1, 0.25]; p = p0 - 0.1 v = [0.95, -1.9, 0.475].
     // Step 2: v = 0.9 v + g2 = [0.45 + 0.1, -0.9 + 0.2, 0.225 - 0.5] = [0.55, -0.7, -0.275];
     // p -= 0.1 v: [0.95 - 0.055, -1.9 + 0.07, 0.475 + 0.0275] = [0.895, -1.83, 0.5025].
-    let (s1, s2) = run(OptimizerConfig::Momentum { momentum: 0.9, nesterov: false });
+    let (s1, s2) = run(OptimizerConfig::Momentum {
+        momentum: 0.9,
+        nesterov: false,
+    });
     assert_close(s1, [0.95, -1.9, 0.475]);
     assert_close(s2, [0.895, -1.83, 0.5025]);
 }
@@ -75,7 +79,10 @@ fn nesterov() {
     // = [0.905, -1.81, 0.4525].
     // Step 2: v = [0.55, -0.7, -0.275] (as for momentum); g2 + 0.9 v = [0.1 + 0.495, 0.2 - 0.63,
     // -0.5 - 0.2475] = [0.595, -0.43, -0.7475]; p -= 0.1 * that -> [0.8455, -1.767, 0.52725].
-    let (s1, s2) = run(OptimizerConfig::Momentum { momentum: 0.9, nesterov: true });
+    let (s1, s2) = run(OptimizerConfig::Momentum {
+        momentum: 0.9,
+        nesterov: true,
+    });
     assert_close(s1, [0.905, -1.81, 0.4525]);
     assert_close(s2, [0.8455, -1.767, 0.52725]);
 }
@@ -94,9 +101,20 @@ fn adam() {
     let w2a = -2.0 + 0.1 * 1.0 / 1.00000001;
     let ba = 0.5 - 0.1 * 0.25 / 0.25000001;
     let upd = |m: f64, v: f64| 0.1 * (m / 0.19) / ((v / 0.001999f64).sqrt() + 1e-8);
-    let (s1, s2) = run(OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, epsilon: 1e-8 });
+    let (s1, s2) = run(OptimizerConfig::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        epsilon: 1e-8,
+    });
     assert_close(s1, [w1a, w2a, ba]);
-    assert_close(s2, [w1a - upd(0.055, 0.00025975), w2a - upd(-0.07, 0.001039), ba - upd(-0.0275, 0.0003124375)]);
+    assert_close(
+        s2,
+        [
+            w1a - upd(0.055, 0.00025975),
+            w2a - upd(-0.07, 0.001039),
+            ba - upd(-0.0275, 0.0003124375),
+        ],
+    );
     // Spot value: w1 after step 2 is about 0.9 - 0.0803043 = 0.8196957.
     assert!((s2[0] - 0.8196957).abs() < 1e-6);
 }
@@ -111,7 +129,10 @@ fn rmsprop() {
     let w1 = 1.0 - 0.1 * 0.5 / (0.025f64.sqrt() + 1e-8);
     let w2 = -2.0 + 0.1 * 1.0 / (0.1f64.sqrt() + 1e-8);
     let b = 0.5 - 0.1 * 0.25 / (0.00625f64.sqrt() + 1e-8);
-    let (s1, s2) = run(OptimizerConfig::RmsProp { alpha: 0.9, epsilon: 1e-8 });
+    let (s1, s2) = run(OptimizerConfig::RmsProp {
+        alpha: 0.9,
+        epsilon: 1e-8,
+    });
     assert_close(s1, [w1, w2, b]);
     assert_close(
         s2,
@@ -138,11 +159,50 @@ fn inactive_layers_are_not_updated() {
 #[test]
 fn bad_config_and_mismatched_state_are_errors() {
     let (net, _) = setup();
-    assert!(Optimizer::new(OptimizerConfig::Momentum { momentum: 1.5, nesterov: false }, &net).is_err());
-    assert!(Optimizer::new(OptimizerConfig::Adam { beta1: 0.9, beta2: 0.999, epsilon: 0.0 }, &net).is_err());
-    let bad = OptimizerState::<f64> { step: 3, first: vec![vec![0.0; 5]], second: vec![] };
-    assert!(Optimizer::from_state(OptimizerConfig::Momentum { momentum: 0.9, nesterov: false }, bad, &net).is_err());
+    assert!(
+        Optimizer::new(
+            OptimizerConfig::Momentum {
+                momentum: 1.5,
+                nesterov: false
+            },
+            &net
+        )
+        .is_err()
+    );
+    assert!(
+        Optimizer::new(
+            OptimizerConfig::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 0.0
+            },
+            &net
+        )
+        .is_err()
+    );
+    let bad = OptimizerState::<f64> {
+        step: 3,
+        first: vec![vec![0.0; 5]],
+        second: vec![],
+    };
+    assert!(
+        Optimizer::from_state(
+            OptimizerConfig::Momentum {
+                momentum: 0.9,
+                nesterov: false
+            },
+            bad,
+            &net
+        )
+        .is_err()
+    );
     let json = r#"{"kind":"momentum","momentum":0.9}"#;
     let cfg: OptimizerConfig = serde_json::from_str(json).unwrap();
-    assert_eq!(cfg, OptimizerConfig::Momentum { momentum: 0.9, nesterov: false });
+    assert_eq!(
+        cfg,
+        OptimizerConfig::Momentum {
+            momentum: 0.9,
+            nesterov: false
+        }
+    );
 }

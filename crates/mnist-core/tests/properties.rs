@@ -73,19 +73,35 @@ proptest! {
 
 fn gradients_bits(sizes: &[usize], batch: usize, seed: u64, par: faer::Par) -> Vec<u32> {
     use mnist_core::{
-        Activation, Architecture, BiasInit, Gradients, LayerInit, Network, TrainOptions, WeightInit, compute_gradients,
+        Activation, Architecture, BiasInit, Gradients, LayerInit, Network, TrainOptions,
+        WeightInit, compute_gradients,
     };
-    let arch = Architecture::uniform(sizes.to_vec(), Activation::Tanh, OutputHead::Softmax).unwrap();
+    let arch =
+        Architecture::uniform(sizes.to_vec(), Activation::Tanh, OutputHead::Softmax).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let init = LayerInit::new(WeightInit::XavierUniform, BiasInit::Normal { mean: 0.0, std: 0.1 });
+    let init = LayerInit::new(
+        WeightInit::XavierUniform,
+        BiasInit::Normal {
+            mean: 0.0,
+            std: 0.1,
+        },
+    );
     let net: Network<f32> = Network::new(&arch, &[init], &mut rng).unwrap();
-    let x: Vec<f32> = (0..batch * sizes[0]).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let x: Vec<f32> = (0..batch * sizes[0])
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
     let classes = *sizes.last().unwrap() as u8;
     let y: Vec<u8> = (0..batch).map(|_| rng.random_range(0..classes)).collect();
     let mut ws = net.workspace(batch);
     let mut grads = Gradients::new(&arch);
-    let opts = TrainOptions { keep_prob: vec![0.9; sizes.len() - 2], ..TrainOptions::new(Loss::CrossEntropy) };
-    let loss = compute_gradients(&net, &mut ws, &mut grads, &x, &y, batch, &opts, &mut rng, par).unwrap();
+    let opts = TrainOptions {
+        keep_prob: vec![0.9; sizes.len() - 2],
+        ..TrainOptions::new(Loss::CrossEntropy)
+    };
+    let loss = compute_gradients(
+        &net, &mut ws, &mut grads, &x, &y, batch, &opts, &mut rng, par,
+    )
+    .unwrap();
     let mut bits = vec![(loss as f32).to_bits()];
     for l in grads.layers() {
         bits.extend(l.weight().iter().chain(l.bias()).map(|v| v.to_bits()));

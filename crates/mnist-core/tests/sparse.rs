@@ -5,15 +5,18 @@
 
 use faer::Par;
 use mnist_core::{
-    Activation, Architecture, BiasInit, Gradients, InputPath, LayerInit, Loss, Network, OutputHead, TrainOptions,
-    WeightInit, compute_gradients,
+    Activation, Architecture, BiasInit, Gradients, InputPath, LayerInit, Loss, Network, OutputHead,
+    TrainOptions, WeightInit, compute_gradients,
 };
 use mnist_dataset::{DataSources, Mnist, Normalization, Preprocessing};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 fn mnist() -> Mnist {
-    Mnist::load(&DataSources::directory_only(mnist_dataset::source::bundled_dir())).unwrap()
+    Mnist::load(&DataSources::directory_only(
+        mnist_dataset::source::bundled_dir(),
+    ))
+    .unwrap()
 }
 
 /// Rows `start..start + len` of the training images under `prep`.
@@ -26,25 +29,48 @@ fn batch(m: &Mnist, prep: &Preprocessing, start: usize, len: usize) -> (Vec<f32>
 fn preps(m: &Mnist) -> Vec<(&'static str, Preprocessing)> {
     vec![
         ("x/255", Preprocessing::SCALE),
-        ("standardized", Preprocessing::fit(Normalization::Standardize, &m.train, None)),
+        (
+            "standardized",
+            Preprocessing::fit(Normalization::Standardize, &m.train, None),
+        ),
     ]
 }
 
 fn nets() -> Vec<Network<f32>> {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let a = Architecture::uniform(vec![784, 40, 10], Activation::Sigmoid, OutputHead::Softmax).unwrap();
-    let b = Architecture::uniform(vec![784, 70, 16, 10], Activation::Relu, OutputHead::Sigmoid).unwrap();
-    let normal = LayerInit::new(WeightInit::Normal { mean: 0.0, std: 1.0 }, BiasInit::Normal { mean: 0.0, std: 1.0 });
+    let a =
+        Architecture::uniform(vec![784, 40, 10], Activation::Sigmoid, OutputHead::Softmax).unwrap();
+    let b = Architecture::uniform(vec![784, 70, 16, 10], Activation::Relu, OutputHead::Sigmoid)
+        .unwrap();
+    let normal = LayerInit::new(
+        WeightInit::Normal {
+            mean: 0.0,
+            std: 1.0,
+        },
+        BiasInit::Normal {
+            mean: 0.0,
+            std: 1.0,
+        },
+    );
     let he = LayerInit::new(WeightInit::HeNormal, BiasInit::Zero);
-    vec![Network::new(&a, &[normal], &mut rng).unwrap(), Network::new(&b, &[he], &mut rng).unwrap()]
+    vec![
+        Network::new(&a, &[normal], &mut rng).unwrap(),
+        Network::new(&b, &[he], &mut rng).unwrap(),
+    ]
 }
 
 /// `max |a - b| <= tol * max(1, max |b|)`.
 fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
     assert_eq!(a.len(), b.len(), "{what}: lengths");
     let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    let err = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(err <= tol * scale, "{what}: max abs difference {err} (scale {scale})");
+    let err = a
+        .iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        err <= tol * scale,
+        "{what}: max abs difference {err} (scale {scale})"
+    );
 }
 
 struct Run {
@@ -58,11 +84,31 @@ fn run(net: &Network<f32>, x: &[f32], y: &[u8], path: InputPath, par: Par, loss:
     let n = y.len();
     let mut ws = net.workspace(n);
     ws.set_input_path(path);
-    let logits = net.forward(&mut ws, x, n, par).unwrap().logits_slice().to_vec();
+    let logits = net
+        .forward(&mut ws, x, n, par)
+        .unwrap()
+        .logits_slice()
+        .to_vec();
     let mut grads = Gradients::new(net.architecture());
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let loss = compute_gradients(net, &mut ws, &mut grads, x, y, n, &TrainOptions::new(loss), &mut rng, par).unwrap();
-    Run { logits, loss, grads, sparse: ws.last_input_was_sparse() }
+    let loss = compute_gradients(
+        net,
+        &mut ws,
+        &mut grads,
+        x,
+        y,
+        n,
+        &TrainOptions::new(loss),
+        &mut rng,
+        par,
+    )
+    .unwrap();
+    Run {
+        logits,
+        loss,
+        grads,
+        sparse: ws.last_input_was_sparse(),
+    }
 }
 
 #[test]
@@ -72,16 +118,44 @@ fn sparse_matches_dense_on_real_batches() {
         for (start, len) in [(0usize, 256usize), (1234, 100), (59_000, 37), (42, 1)] {
             let (x, y) = batch(&m, &prep, start, len);
             for (k, net) in nets().iter().enumerate() {
-                let loss = if k == 0 { Loss::CrossEntropy } else { Loss::MeanSquaredError };
+                let loss = if k == 0 {
+                    Loss::CrossEntropy
+                } else {
+                    Loss::MeanSquaredError
+                };
                 let dense = run(net, &x, &y, InputPath::Dense, Par::Seq, loss);
                 let sparse = run(net, &x, &y, InputPath::Sparse, Par::Seq, loss);
                 assert!(!dense.sparse && sparse.sparse);
                 let what = format!("{name}, rows {start}+{len}, net {k}");
-                assert_close(&format!("{what}: logits"), &sparse.logits, &dense.logits, 1e-5);
-                assert!((sparse.loss - dense.loss).abs() <= 1e-5 * dense.loss.abs().max(1.0), "{what}: loss");
-                for (l, (gs, gd)) in sparse.grads.layers().iter().zip(dense.grads.layers()).enumerate() {
-                    assert_close(&format!("{what}: layer {l} weight gradient"), gs.weight(), gd.weight(), 1e-4);
-                    assert_close(&format!("{what}: layer {l} bias gradient"), gs.bias(), gd.bias(), 1e-4);
+                assert_close(
+                    &format!("{what}: logits"),
+                    &sparse.logits,
+                    &dense.logits,
+                    1e-5,
+                );
+                assert!(
+                    (sparse.loss - dense.loss).abs() <= 1e-5 * dense.loss.abs().max(1.0),
+                    "{what}: loss"
+                );
+                for (l, (gs, gd)) in sparse
+                    .grads
+                    .layers()
+                    .iter()
+                    .zip(dense.grads.layers())
+                    .enumerate()
+                {
+                    assert_close(
+                        &format!("{what}: layer {l} weight gradient"),
+                        gs.weight(),
+                        gd.weight(),
+                        1e-4,
+                    );
+                    assert_close(
+                        &format!("{what}: layer {l} bias gradient"),
+                        gs.bias(),
+                        gd.bias(),
+                        1e-4,
+                    );
                 }
             }
         }
@@ -94,10 +168,28 @@ fn auto_goes_sparse_on_mnist_and_dense_on_dense_data() {
     let net = &nets()[0];
     for (name, prep) in preps(&m) {
         let (x, y) = batch(&m, &prep, 500, 64);
-        assert!(run(net, &x, &y, InputPath::Auto, Par::Seq, Loss::CrossEntropy).sparse, "{name}");
+        assert!(
+            run(net, &x, &y, InputPath::Auto, Par::Seq, Loss::CrossEntropy).sparse,
+            "{name}"
+        );
         // Perturb every value: nothing is background any more.
-        let noisy: Vec<f32> = x.iter().enumerate().map(|(i, v)| v + 1e-3 * (i % 7 + 1) as f32).collect();
-        assert!(!run(net, &noisy, &y, InputPath::Auto, Par::Seq, Loss::CrossEntropy).sparse, "{name} noisy");
+        let noisy: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + 1e-3 * (i % 7 + 1) as f32)
+            .collect();
+        assert!(
+            !run(
+                net,
+                &noisy,
+                &y,
+                InputPath::Auto,
+                Par::Seq,
+                Loss::CrossEntropy
+            )
+            .sparse,
+            "{name} noisy"
+        );
     }
 }
 
@@ -107,14 +199,36 @@ fn sparse_kernels_do_not_depend_on_thread_count() {
     for (name, prep) in preps(&m) {
         let (x, y) = batch(&m, &prep, 3000, 300);
         for net in nets() {
-            let seq = run(&net, &x, &y, InputPath::Sparse, Par::Seq, Loss::CrossEntropy);
+            let seq = run(
+                &net,
+                &x,
+                &y,
+                InputPath::Sparse,
+                Par::Seq,
+                Loss::CrossEntropy,
+            );
             for threads in [2, 3] {
-                let par = run(&net, &x, &y, InputPath::Sparse, Par::rayon(threads), Loss::CrossEntropy);
+                let par = run(
+                    &net,
+                    &x,
+                    &y,
+                    InputPath::Sparse,
+                    Par::rayon(threads),
+                    Loss::CrossEntropy,
+                );
                 let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&seq.logits), bits(&par.logits), "{name}: logits, {threads} threads");
+                assert_eq!(
+                    bits(&seq.logits),
+                    bits(&par.logits),
+                    "{name}: logits, {threads} threads"
+                );
                 assert_eq!(seq.loss.to_bits(), par.loss.to_bits(), "{name}: loss");
                 for (gs, gp) in seq.grads.layers().iter().zip(par.grads.layers()) {
-                    assert_eq!(bits(gs.weight()), bits(gp.weight()), "{name}: weight gradient, {threads} threads");
+                    assert_eq!(
+                        bits(gs.weight()),
+                        bits(gp.weight()),
+                        "{name}: weight gradient, {threads} threads"
+                    );
                     assert_eq!(bits(gs.bias()), bits(gp.bias()), "{name}: bias gradient");
                 }
             }

@@ -6,8 +6,8 @@ mod common;
 use common::{Run, blobs, ce, mlp};
 use faer::Par;
 use mnist_core::{
-    Decay, Loss, Optimizer, OptimizerConfig, OptimizerState, RngState, Schedule, TrainOptions, Unit, evaluate,
-    from_safetensors_bytes, to_safetensors_bytes,
+    Decay, Loss, Optimizer, OptimizerConfig, OptimizerState, RngState, Schedule, TrainOptions,
+    Unit, evaluate, from_safetensors_bytes, to_safetensors_bytes,
 };
 
 #[test]
@@ -15,10 +15,28 @@ fn learns_separable_blobs_with_every_optimizer() {
     let (x, y) = blobs(600, 20, 10, 0.3, 1);
     let configs = [
         (OptimizerConfig::Sgd, 0.5),
-        (OptimizerConfig::Momentum { momentum: 0.9, nesterov: false }, 0.05),
-        (OptimizerConfig::Momentum { momentum: 0.9, nesterov: true }, 0.05),
+        (
+            OptimizerConfig::Momentum {
+                momentum: 0.9,
+                nesterov: false,
+            },
+            0.05,
+        ),
+        (
+            OptimizerConfig::Momentum {
+                momentum: 0.9,
+                nesterov: true,
+            },
+            0.05,
+        ),
         (OptimizerConfig::adam(), 0.01),
-        (OptimizerConfig::RmsProp { alpha: 0.9, epsilon: 1e-8 }, 0.005),
+        (
+            OptimizerConfig::RmsProp {
+                alpha: 0.9,
+                epsilon: 1e-8,
+            },
+            0.005,
+        ),
     ];
     for (config, lr) in configs {
         let mut run = Run::new(mlp(vec![20, 32, 10], 2), 64, config, ce(), 3);
@@ -26,32 +44,67 @@ fn learns_separable_blobs_with_every_optimizer() {
         let before = evaluate(&run.net, &mut run.ws, &x, &y, Loss::CrossEntropy, Par::Seq).unwrap();
         run.epochs(&x, &y, 50, 5, Par::Seq);
         let after = evaluate(&run.net, &mut run.ws, &x, &y, Loss::CrossEntropy, Par::Seq).unwrap();
-        assert!(after.mean_loss < before.mean_loss * 0.5, "{config:?}: {before:?} -> {after:?}");
+        assert!(
+            after.mean_loss < before.mean_loss * 0.5,
+            "{config:?}: {before:?} -> {after:?}"
+        );
         assert!(after.accuracy > 0.95, "{config:?}: {after:?}");
     }
 }
 
 #[test]
 fn deep_mse_sigmoid_network_learns() {
-    use mnist_core::{Activation, Architecture, BiasInit, LayerInit, Network, OutputHead, WeightInit};
+    use mnist_core::{
+        Activation, Architecture, BiasInit, LayerInit, Network, OutputHead, WeightInit,
+    };
     use rand::SeedableRng;
     let (x, y) = blobs(500, 16, 10, 0.2, 40);
-    let arch = Architecture::uniform(vec![16, 30, 10], Activation::Sigmoid, OutputHead::Sigmoid).unwrap();
+    let arch =
+        Architecture::uniform(vec![16, 30, 10], Activation::Sigmoid, OutputHead::Sigmoid).unwrap();
     // (With W, b ~ N(0, 1) on these inputs the sigmoids saturate and MSE can leave one class's
     // output unit dead: a known weakness of the quadratic cost, not of the engine.)
     let init = LayerInit::new(WeightInit::XavierNormal, BiasInit::Zero);
-    let net = Network::new(&arch, &[init], &mut rand_chacha::ChaCha8Rng::seed_from_u64(5)).unwrap();
-    let mut run = Run::new(net, 10, OptimizerConfig::Sgd, TrainOptions::new(Loss::MeanSquaredError), 6);
+    let net = Network::new(
+        &arch,
+        &[init],
+        &mut rand_chacha::ChaCha8Rng::seed_from_u64(5),
+    )
+    .unwrap();
+    let mut run = Run::new(
+        net,
+        10,
+        OptimizerConfig::Sgd,
+        TrainOptions::new(Loss::MeanSquaredError),
+        6,
+    );
     run.base_lr = 3.0;
     run.epochs(&x, &y, 10, 10, Par::Seq);
-    let ev = evaluate(&run.net, &mut run.ws, &x, &y, Loss::MeanSquaredError, Par::Seq).unwrap();
+    let ev = evaluate(
+        &run.net,
+        &mut run.ws,
+        &x,
+        &y,
+        Loss::MeanSquaredError,
+        Par::Seq,
+    )
+    .unwrap();
     assert!(ev.accuracy > 0.9, "{ev:?}");
 }
 
 fn dropout_run(par: Par) -> Run {
     let (x, y) = blobs(300, 40, 10, 0.5, 7);
-    let opts = TrainOptions { keep_prob: vec![0.8, 0.9], l2: 1e-4, ..ce() };
-    let mut run = Run::new(mlp(vec![40, 64, 48, 10], 8), 64, OptimizerConfig::adam(), opts, 9);
+    let opts = TrainOptions {
+        keep_prob: vec![0.8, 0.9],
+        l2: 1e-4,
+        ..ce()
+    };
+    let mut run = Run::new(
+        mlp(vec![40, 64, 48, 10], 8),
+        64,
+        OptimizerConfig::adam(),
+        opts,
+        9,
+    );
     run.base_lr = 1e-3;
     run.epochs(&x, &y, 64, 3, par);
     run
@@ -73,24 +126,54 @@ fn thread_count_does_not_change_results() {
     // Sizes large enough that faer takes its blocked, multi-threaded GEMM path.
     let (x, y) = blobs(384, 784, 10, 0.5, 11);
     let run = |par: Par| {
-        let opts = TrainOptions { keep_prob: vec![0.7, 0.9], l2: 1e-4, ..ce() };
-        let mut r = Run::new(mlp(vec![784, 256, 64, 10], 12), 128, OptimizerConfig::adam(), opts, 13);
+        let opts = TrainOptions {
+            keep_prob: vec![0.7, 0.9],
+            l2: 1e-4,
+            ..ce()
+        };
+        let mut r = Run::new(
+            mlp(vec![784, 256, 64, 10], 12),
+            128,
+            OptimizerConfig::adam(),
+            opts,
+            13,
+        );
         r.base_lr = 1e-3;
         r.epochs(&x, &y, 128, 3, par);
         r
     };
     let seq = run(Par::Seq);
     let par = run(Par::rayon(2));
-    assert!(seq.net.bit_identical(&par.net), "Par::Seq and Par::rayon(2) diverged");
+    assert!(
+        seq.net.bit_identical(&par.net),
+        "Par::Seq and Par::rayon(2) diverged"
+    );
 }
 
 #[test]
 fn checkpoint_resume_is_bit_identical() {
     let (x, y) = blobs(200, 24, 10, 0.5, 21);
     let make = || {
-        let opts = TrainOptions { keep_prob: vec![0.75], l2: 1e-3, ..ce() };
-        let mut r = Run::new(mlp(vec![24, 32, 10], 22), 32, OptimizerConfig::adam(), opts, 23);
-        r.schedule = Schedule::new(Decay::Cosine { total: 40, min_lr: 1e-4 }, Unit::Step).with_warmup(5, Unit::Step);
+        let opts = TrainOptions {
+            keep_prob: vec![0.75],
+            l2: 1e-3,
+            ..ce()
+        };
+        let mut r = Run::new(
+            mlp(vec![24, 32, 10], 22),
+            32,
+            OptimizerConfig::adam(),
+            opts,
+            23,
+        );
+        r.schedule = Schedule::new(
+            Decay::Cosine {
+                total: 40,
+                min_lr: 1e-4,
+            },
+            Unit::Step,
+        )
+        .with_warmup(5, Unit::Step);
         r.base_lr = 3e-3;
         r
     };
@@ -120,7 +203,9 @@ fn checkpoint_resume_is_bit_identical() {
     let mut resumed = make();
     resumed.opt = Optimizer::from_state(OptimizerConfig::adam(), state, &net).unwrap();
     resumed.net = net;
-    resumed.rng = serde_json::from_str::<RngState>(&rng_json).unwrap().restore();
+    resumed.rng = serde_json::from_str::<RngState>(&rng_json)
+        .unwrap()
+        .restore();
     resumed.schedule = serde_json::from_str(&sched_json).unwrap();
     resumed.step = step;
     for s in 12..steps {
@@ -133,13 +218,26 @@ fn checkpoint_resume_is_bit_identical() {
 #[test]
 fn partial_batches_and_frozen_layers() {
     let (x, y) = blobs(103, 12, 10, 0.3, 31);
-    let opts = TrainOptions { frozen: vec![true, false, false], ..ce() };
-    let mut run = Run::new(mlp(vec![12, 16, 16, 10], 32), 25, OptimizerConfig::adam(), opts, 33);
+    let opts = TrainOptions {
+        frozen: vec![true, false, false],
+        ..ce()
+    };
+    let mut run = Run::new(
+        mlp(vec![12, 16, 16, 10], 32),
+        25,
+        OptimizerConfig::adam(),
+        opts,
+        33,
+    );
     let frozen_before = run.net.layers()[0].clone();
     let last_before = run.net.layers()[2].clone();
     run.epochs(&x, &y, 25, 2, Par::Seq); // 103 = 4 * 25 + 3: the last batch is partial
     assert_eq!(run.net.layers()[0], frozen_before, "frozen layer changed");
-    assert_ne!(run.net.layers()[2], last_before, "trainable layer did not change");
+    assert_ne!(
+        run.net.layers()[2],
+        last_before,
+        "trainable layer did not change"
+    );
 }
 
 #[test]
@@ -152,20 +250,61 @@ fn api_errors_instead_of_panics() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let x = [0.0f32; 8];
     let mut call = |x: &[f32], y: &[u8], batch: usize, opts: &TrainOptions| {
-        compute_gradients(&net, &mut ws, &mut grads, x, y, batch, opts, &mut rng, Par::Seq)
+        compute_gradients(
+            &net,
+            &mut ws,
+            &mut grads,
+            x,
+            y,
+            batch,
+            opts,
+            &mut rng,
+            Par::Seq,
+        )
     };
     assert_eq!(call(&x, &[0, 1], 0, &ce()), Err(CoreError::EmptyBatch));
-    assert_eq!(call(&x, &[0, 1, 2], 3, &ce()), Err(CoreError::BatchTooLarge { batch: 3, max: 2 }));
-    assert!(matches!(call(&x[..7], &[0, 1], 2, &ce()), Err(CoreError::InputLength { .. })));
-    assert!(matches!(call(&x, &[0], 2, &ce()), Err(CoreError::LabelCount { .. })));
-    assert!(matches!(call(&x, &[0, 3], 2, &ce()), Err(CoreError::LabelOutOfRange { index: 1, label: 3, .. })));
-    let bad = TrainOptions { keep_prob: vec![0.0], ..ce() };
-    assert!(matches!(call(&x, &[0, 1], 2, &bad), Err(CoreError::BadOptions(_))));
-    let bad = TrainOptions { frozen: vec![true], ..ce() };
-    assert!(matches!(call(&x, &[0, 1], 2, &bad), Err(CoreError::BadOptions(_))));
+    assert_eq!(
+        call(&x, &[0, 1, 2], 3, &ce()),
+        Err(CoreError::BatchTooLarge { batch: 3, max: 2 })
+    );
+    assert!(matches!(
+        call(&x[..7], &[0, 1], 2, &ce()),
+        Err(CoreError::InputLength { .. })
+    ));
+    assert!(matches!(
+        call(&x, &[0], 2, &ce()),
+        Err(CoreError::LabelCount { .. })
+    ));
+    assert!(matches!(
+        call(&x, &[0, 3], 2, &ce()),
+        Err(CoreError::LabelOutOfRange {
+            index: 1,
+            label: 3,
+            ..
+        })
+    ));
+    let bad = TrainOptions {
+        keep_prob: vec![0.0],
+        ..ce()
+    };
+    assert!(matches!(
+        call(&x, &[0, 1], 2, &bad),
+        Err(CoreError::BadOptions(_))
+    ));
+    let bad = TrainOptions {
+        frozen: vec![true],
+        ..ce()
+    };
+    assert!(matches!(
+        call(&x, &[0, 1], 2, &bad),
+        Err(CoreError::BadOptions(_))
+    ));
     let other = mlp(vec![4, 6, 3], 1);
     let mut ws2 = other.workspace(2);
-    assert!(matches!(net.forward(&mut ws2, &x, 2, Par::Seq), Err(CoreError::BufferMismatch { .. })));
+    assert!(matches!(
+        net.forward(&mut ws2, &x, 2, Par::Seq),
+        Err(CoreError::BufferMismatch { .. })
+    ));
 }
 
 #[test]
@@ -174,18 +313,40 @@ fn thread_count_does_not_change_single_example_batches() {
     // splits the inner dimension across threads; the engine must keep those sequential.
     let (x, y) = blobs(40, 784, 10, 0.5, 41);
     let run = |par: Par| {
-        let mut r = Run::new(mlp(vec![784, 300, 300, 10], 42), 1, OptimizerConfig::Sgd, ce(), 43);
+        let mut r = Run::new(
+            mlp(vec![784, 300, 300, 10], 42),
+            1,
+            OptimizerConfig::Sgd,
+            ce(),
+            43,
+        );
         r.epochs(&x, &y, 1, 1, par);
         r
     };
     let seq = run(Par::Seq);
     let par = run(Par::rayon(2));
-    assert!(seq.net.bit_identical(&par.net), "batch-1 training diverged between Par::Seq and Par::rayon(2)");
+    assert!(
+        seq.net.bit_identical(&par.net),
+        "batch-1 training diverged between Par::Seq and Par::rayon(2)"
+    );
     let mut ws_a = seq.net.workspace(1);
     let mut ws_b = seq.net.workspace(1);
-    let a = seq.net.forward(&mut ws_a, &x[..784], 1, Par::Seq).unwrap().logits_slice().to_vec();
-    let b = seq.net.forward(&mut ws_b, &x[..784], 1, Par::rayon(2)).unwrap().logits_slice().to_vec();
-    assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    let a = seq
+        .net
+        .forward(&mut ws_a, &x[..784], 1, Par::Seq)
+        .unwrap()
+        .logits_slice()
+        .to_vec();
+    let b = seq
+        .net
+        .forward(&mut ws_b, &x[..784], 1, Par::rayon(2))
+        .unwrap()
+        .logits_slice()
+        .to_vec();
+    assert_eq!(
+        a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -209,6 +370,10 @@ fn evaluate_matches_one_big_forward_pass() {
     assert_eq!(a.correct, correct);
     assert_eq!(a.examples, 103);
     assert!((a.accuracy - correct as f64 / 103.0).abs() < 1e-15);
-    assert!((a.mean_loss - loss).abs() < 1e-12, "{} vs {loss}", a.mean_loss);
+    assert!(
+        (a.mean_loss - loss).abs() < 1e-12,
+        "{} vs {loss}",
+        a.mean_loss
+    );
     assert_eq!(net.predict(&x, 103, Par::Seq).unwrap(), pred);
 }

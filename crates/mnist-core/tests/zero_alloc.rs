@@ -11,8 +11,8 @@ use std::alloc::System;
 
 use faer::Par;
 use mnist_core::{
-    Activation, Architecture, BiasInit, Gradients, LayerInit, Loss, Network, Optimizer, OptimizerConfig, OutputHead,
-    Schedule, TrainOptions, WeightInit, compute_gradients, evaluate,
+    Activation, Architecture, BiasInit, Gradients, LayerInit, Loss, Network, Optimizer,
+    OptimizerConfig, OutputHead, Schedule, TrainOptions, WeightInit, compute_gradients, evaluate,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -33,15 +33,31 @@ struct Setup {
     max_batch: usize,
 }
 
-fn setup(sizes: Vec<usize>, head: OutputHead, loss: Loss, config: OptimizerConfig, max_batch: usize) -> Setup {
+fn setup(
+    sizes: Vec<usize>,
+    head: OutputHead,
+    loss: Loss,
+    config: OptimizerConfig,
+    max_batch: usize,
+) -> Setup {
     let hidden = sizes.len() - 2;
     let arch = Architecture::uniform(sizes, Activation::Relu, head).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let init = LayerInit::new(WeightInit::HeNormal, BiasInit::Normal { mean: 0.0, std: 0.01 });
+    let init = LayerInit::new(
+        WeightInit::HeNormal,
+        BiasInit::Normal {
+            mean: 0.0,
+            std: 0.01,
+        },
+    );
     let net = Network::new(&arch, &[init], &mut rng).unwrap();
     let n = 3 * max_batch;
-    let x = (0..n * net.inputs()).map(|_| rng.random_range(0.0f32..1.0)).collect();
-    let y = (0..n).map(|_| rng.random_range(0..net.outputs() as u8)).collect();
+    let x = (0..n * net.inputs())
+        .map(|_| rng.random_range(0.0f32..1.0))
+        .collect();
+    let y = (0..n)
+        .map(|_| rng.random_range(0..net.outputs() as u8))
+        .collect();
     Setup {
         ws: net.workspace(max_batch),
         grads: Gradients::new(&arch),
@@ -51,6 +67,7 @@ fn setup(sizes: Vec<usize>, head: OutputHead, loss: Loss, config: OptimizerConfi
             l2: 1e-4,
             keep_prob: vec![0.8; hidden],
             frozen: Vec::new(),
+            label_smoothing: 0.1,
         },
         rng,
         net,
@@ -76,15 +93,28 @@ impl Setup {
         )
         .unwrap();
         assert!(loss.is_finite());
-        let lr = Schedule::constant().with_warmup(3, mnist_core::Unit::Step).lr_at(1e-3, 0, step);
+        let lr = Schedule::constant()
+            .with_warmup(3, mnist_core::Unit::Step)
+            .lr_at(1e-3, 0, step);
         self.opt.step(&mut self.net, &self.grads, lr).unwrap();
     }
 
     fn inference(&mut self, batch: usize, preds: &mut [u8]) {
         let d = self.net.inputs();
-        let out = self.net.forward(&mut self.ws, &self.x[..batch * d], batch, Par::Seq).unwrap();
+        let out = self
+            .net
+            .forward(&mut self.ws, &self.x[..batch * d], batch, Par::Seq)
+            .unwrap();
         out.predictions_into(preds);
-        let ev = evaluate(&self.net, &mut self.ws, &self.x, &self.y, self.opts.loss, Par::Seq).unwrap();
+        let ev = evaluate(
+            &self.net,
+            &mut self.ws,
+            &self.x,
+            &self.y,
+            self.opts.loss,
+            Par::Seq,
+        )
+        .unwrap();
         assert!(ev.mean_loss.is_finite());
     }
 }
@@ -93,18 +123,58 @@ impl Setup {
 fn training_steps_do_not_allocate() {
     let configs = [
         // MNIST-sized, blocked GEMM path.
-        (vec![784, 128, 64, 10], OutputHead::Softmax, Loss::CrossEntropy, OptimizerConfig::adam(), 64),
+        (
+            vec![784, 128, 64, 10],
+            OutputHead::Softmax,
+            Loss::CrossEntropy,
+            OptimizerConfig::adam(),
+            64,
+        ),
         // Tiny shapes, small-matrix GEMM path; deep-mse head and loss.
-        (vec![12, 9, 10], OutputHead::Sigmoid, Loss::MeanSquaredError, OptimizerConfig::Momentum { momentum: 0.9, nesterov: true }, 8),
-        (vec![30, 20, 20, 10], OutputHead::Softmax, Loss::CrossEntropy, OptimizerConfig::RmsProp { alpha: 0.9, epsilon: 1e-8 }, 16),
+        (
+            vec![12, 9, 10],
+            OutputHead::Sigmoid,
+            Loss::MeanSquaredError,
+            OptimizerConfig::Momentum {
+                momentum: 0.9,
+                nesterov: true,
+            },
+            8,
+        ),
+        (
+            vec![30, 20, 20, 10],
+            OutputHead::Softmax,
+            Loss::CrossEntropy,
+            OptimizerConfig::RmsProp {
+                alpha: 0.9,
+                epsilon: 1e-8,
+            },
+            16,
+        ),
     ];
     // MNIST-like sparse inputs (80% background, 0 or a standardized-style constant): the sparse
     // first-layer kernels and their buffers.
     let sparse_configs = [
-        (vec![784, 100, 10], OutputHead::Softmax, Loss::CrossEntropy, OptimizerConfig::Sgd, 64, Some(0.0f32)),
-        (vec![784, 40, 10], OutputHead::Softmax, Loss::CrossEntropy, OptimizerConfig::adam(), 32, Some(-0.42f32)),
+        (
+            vec![784, 100, 10],
+            OutputHead::Softmax,
+            Loss::CrossEntropy,
+            OptimizerConfig::Sgd,
+            64,
+            Some(0.0f32),
+        ),
+        (
+            vec![784, 40, 10],
+            OutputHead::Softmax,
+            Loss::CrossEntropy,
+            OptimizerConfig::adam(),
+            32,
+            Some(-0.42f32),
+        ),
     ];
-    let dense_configs = configs.into_iter().map(|(a, b, c, d, e)| (a, b, c, d, e, None));
+    let dense_configs = configs
+        .into_iter()
+        .map(|(a, b, c, d, e)| (a, b, c, d, e, None));
     for (sizes, head, loss, config, max_batch, background) in dense_configs.chain(sparse_configs) {
         let label = format!("{sizes:?} background {background:?}");
         let mut s = setup(sizes, head, loss, config, max_batch);
@@ -128,7 +198,11 @@ fn training_steps_do_not_allocate() {
             s.step(batch, step);
         }
         s.inference(partial, &mut preds);
-        assert_eq!(s.ws.last_input_was_sparse(), background.is_some(), "{label}: path");
+        assert_eq!(
+            s.ws.last_input_was_sparse(),
+            background.is_some(),
+            "{label}: path"
+        );
         let stats = region.change();
         assert_eq!(
             (stats.allocations, stats.reallocations, stats.deallocations),

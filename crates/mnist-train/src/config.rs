@@ -159,6 +159,13 @@ pub struct TrainingConfig {
     /// L2 coefficient on the weights: loss += l2 * sum ||W||^2.
     #[serde(default)]
     pub l2: f64,
+    /// Label smoothing in [0, 1): targets (1 - eps) one_hot + eps / 10.
+    #[serde(default)]
+    pub label_smoothing: f64,
+    /// Max-norm constraint: after each step, every unit's incoming weight vector longer than
+    /// this is scaled back to this length.
+    #[serde(default)]
+    pub max_norm: Option<f64>,
     pub batch_size: BatchSize,
     pub shuffle: Shuffle,
     pub epochs: usize,
@@ -409,6 +416,7 @@ impl ExperimentConfig {
                 .map(|h| !h.trainable)
                 .chain(std::iter::once(!self.model.output.trainable))
                 .collect(),
+            label_smoothing: self.training.label_smoothing,
         }
     }
 
@@ -608,6 +616,20 @@ impl ExperimentConfig {
         }
         if !(t.l2.is_finite() && t.l2 >= 0.0) {
             return Err(("training.l2".into(), format!("must be >= 0, got {}", t.l2)));
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            return Err((
+                "training.label_smoothing".into(),
+                format!("must be in [0, 1), got {}", t.label_smoothing),
+            ));
+        }
+        if let Some(c) = t.max_norm
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err((
+                "training.max_norm".into(),
+                format!("must be a positive number, got {c}"),
+            ));
         }
         if t.epochs == 0 {
             return Err(("training.epochs".into(), "must be at least 1".into()));

@@ -308,6 +308,9 @@ pub fn run(
                 });
             }
             optimizer.step(&mut net, &grads, lr)?;
+            if let Some(c) = config.training.max_norm {
+                mnist_core::apply_max_norm(&mut net, c, &train_options.frozen);
+            }
             state.global_step += 1;
             state.epoch_loss_sum += loss;
             state.epoch_batches += 1;

@@ -3,8 +3,8 @@
 
 use faer::Par;
 use mnist_core::{
-    Activation, Architecture, BiasInit, Gradients, LayerInit, Loss, Network, Optimizer, OptimizerConfig, OutputHead,
-    Schedule, TrainOptions, WeightInit, Workspace, compute_gradients,
+    Activation, Architecture, BiasInit, Gradients, LayerInit, Loss, Network, Optimizer,
+    OptimizerConfig, OutputHead, Schedule, TrainOptions, WeightInit, Workspace, compute_gradients,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -13,7 +13,9 @@ use rand_distr::{Distribution, StandardNormal};
 /// `n` examples of `dim` features in `classes` Gaussian blobs (row-major), with labels.
 pub fn blobs(n: usize, dim: usize, classes: usize, noise: f32, seed: u64) -> (Vec<f32>, Vec<u8>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let centers: Vec<f32> = (0..classes * dim).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    let centers: Vec<f32> = (0..classes * dim)
+        .map(|_| rng.random_range(-1.0f32..1.0))
+        .collect();
     let mut x = Vec::with_capacity(n * dim);
     let mut y = Vec::with_capacity(n);
     for i in 0..n {
@@ -48,7 +50,13 @@ pub fn mlp(sizes: Vec<usize>, seed: u64) -> Network<f32> {
 }
 
 impl Run {
-    pub fn new(net: Network<f32>, max_batch: usize, config: OptimizerConfig, opts: TrainOptions, seed: u64) -> Self {
+    pub fn new(
+        net: Network<f32>,
+        max_batch: usize,
+        config: OptimizerConfig,
+        opts: TrainOptions,
+        seed: u64,
+    ) -> Self {
         let ws = net.workspace(max_batch);
         let grads = Gradients::new(net.architecture());
         let opt = Optimizer::new(config, &net).unwrap();
@@ -66,7 +74,15 @@ impl Run {
     }
 
     /// One step on the batch starting at example `start` (wrapping is the caller's business).
-    pub fn step(&mut self, x: &[f32], y: &[u8], start: usize, batch: usize, epoch: u64, par: Par) -> f64 {
+    pub fn step(
+        &mut self,
+        x: &[f32],
+        y: &[u8],
+        start: usize,
+        batch: usize,
+        epoch: u64,
+        par: Par,
+    ) -> f64 {
         let dim = self.net.inputs();
         let xb = &x[start * dim..(start + batch) * dim];
         let yb = &y[start..start + batch];

@@ -1,0 +1,82 @@
+//! Weight constraints applied after each optimizer step.
+
+use crate::{Float, Network};
+
+/// Max-norm (Srivastava et al. 2014): every unit's incoming weight vector (a row of the
+/// `[out, in]` weight) is rescaled onto the ball of radius `c` if it left it. Biases are not
+/// constrained. Layers with `frozen[l] == true` are left alone.
+pub fn apply_max_norm<T: Float>(net: &mut Network<T>, c: f64, frozen: &[bool]) {
+    for (l, layer) in net.layers_mut().iter_mut().enumerate() {
+        if frozen.get(l).copied().unwrap_or(false) {
+            continue;
+        }
+        let inputs = layer.inputs().max(1);
+        for row in layer.weight_slice_mut().chunks_exact_mut(inputs) {
+            let norm = row
+                .iter()
+                .map(|w| w.to_f64() * w.to_f64())
+                .sum::<f64>()
+                .sqrt();
+            if norm > c {
+                let shrink = T::from_f64(c / norm);
+                row.iter_mut().for_each(|w| *w = *w * shrink);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Activation, Architecture, BiasInit, LayerInit, OutputHead, WeightInit};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn rows_outside_the_ball_are_projected_onto_it_and_the_rest_untouched() {
+        let arch =
+            Architecture::uniform(vec![50, 20, 10], Activation::Relu, OutputHead::Softmax).unwrap();
+        let init = LayerInit::new(
+            WeightInit::Normal {
+                mean: 0.0,
+                std: 0.3,
+            },
+            BiasInit::Normal {
+                mean: 0.0,
+                std: 1.0,
+            },
+        );
+        let mut net: Network<f64> =
+            Network::new(&arch, &[init], &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+        let before = net.clone();
+        let c = 2.0;
+        apply_max_norm(&mut net, c, &[false, true]);
+        let norm = |row: &[f64]| row.iter().map(|w| w * w).sum::<f64>().sqrt();
+        let mut shrunk = 0;
+        for (row, old) in net.layers()[0]
+            .weight_slice()
+            .chunks(50)
+            .zip(before.layers()[0].weight_slice().chunks(50))
+        {
+            if norm(old) > c {
+                assert!((norm(row) - c).abs() < 1e-12, "projected onto the ball");
+                // Same direction: a positive multiple of the old row.
+                let k = row[0] / old[0];
+                assert!(k > 0.0 && row.iter().zip(old).all(|(a, b)| (a - k * b).abs() < 1e-12));
+                shrunk += 1;
+            } else {
+                assert_eq!(row, old, "rows inside the ball are untouched");
+            }
+        }
+        assert!(shrunk > 0, "the test should exercise the projection");
+        assert_eq!(
+            net.layers()[0].bias(),
+            before.layers()[0].bias(),
+            "biases unconstrained"
+        );
+        assert!(
+            net.layers()[1].weight_slice() == before.layers()[1].weight_slice(),
+            "frozen layer untouched"
+        );
+    }
+}
