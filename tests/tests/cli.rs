@@ -1,6 +1,7 @@
 //! The `mnist` binary end to end, as a user runs it: train a quick config, evaluate and
 //! inspect what it wrote, stop it with Ctrl-C and resume, and every bad input with its
 //! message and exit code.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests, benches and examples may panic
 
 use mnist_e2e::{mnist, mnist_command, quick_config, text, write_config};
 

@@ -1,6 +1,7 @@
 //! `mnist predict` end to end: train a small model in-process, render real MNIST test digits
 //! as image files (as published, inverted and enlarged, off-centre on a larger canvas; PNG,
 //! JPEG and BMP), and run the actual `mnist` binary on them and on broken files.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests, benches and examples may panic
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -168,7 +169,7 @@ fn render(test: &LabeledImages, i: usize, variant: Variant) -> GrayImage {
             );
             let mut canvas = GrayImage::new(60, 50);
             // Alternate corners: top-left, bottom-right.
-            let (x, y) = if i % 2 == 0 {
+            let (x, y) = if i.is_multiple_of(2) {
                 (1, 1)
             } else {
                 (60 - digit.width() - 1, 50 - digit.height() - 1)

@@ -15,7 +15,9 @@ use anyhow::Context;
 use mnist_core::faer::linalg::matmul::matmul;
 use mnist_core::faer::{Accum, Mat, Par};
 use mnist_core::rand_chacha::ChaCha8Rng;
-use mnist_core::{Gradients, InputPath, Network, Optimizer, Workspace, compute_gradients, evaluate};
+use mnist_core::{
+    Gradients, InputPath, Network, Optimizer, Workspace, compute_gradients, evaluate,
+};
 use mnist_dataset::{DataSources, Mnist};
 use mnist_train::ExperimentConfig;
 use mnist_train::config::Shuffle;
@@ -37,7 +39,11 @@ pub struct Settings {
 }
 
 fn par_for(threads: usize) -> Par {
-    if threads <= 1 { Par::Seq } else { Par::rayon(threads) }
+    if threads <= 1 {
+        Par::Seq
+    } else {
+        Par::rayon(threads)
+    }
 }
 
 /// Median of `reps` timings of `f` (seconds each), after one untimed call.
@@ -66,7 +72,9 @@ enum Product {
 
 /// Seconds per call of faer's GEMM on one product of a layer (median of 7 samples).
 fn gemm_time(product: Product, batch: usize, inputs: usize, outputs: usize, par: Par) -> f64 {
-    let fill = |r: usize, c: usize| Mat::<f32>::from_fn(r, c, |i, j| ((i * 7 + j * 13) % 17) as f32 * 0.01 - 0.08);
+    let fill = |r: usize, c: usize| {
+        Mat::<f32>::from_fn(r, c, |i, j| ((i * 7 + j * 13) % 17) as f32 * 0.01 - 0.08)
+    };
     // Row-major operands are the transposes of column-major faer matrices.
     let x_t = fill(inputs, batch); // x^T (col-major) = x row-major
     let w_t = fill(inputs, outputs); // W^T col-major = W row-major [out, in]
@@ -80,9 +88,30 @@ fn gemm_time(product: Product, batch: usize, inputs: usize, outputs: usize, par:
     let mut dst_t = Mat::<f32>::zeros(n, m);
     let mut call = || match product {
         // (x W^T)^T = W x^T: lhs W = (W^T col-major)^T ... expressed on views:
-        Product::Forward => matmul(dst_t.as_mut(), Accum::Replace, w_t.transpose(), x_t.as_ref(), 1.0f32, par),
-        Product::WeightGrad => matmul(dst_t.as_mut(), Accum::Replace, x_t.as_ref(), d_t.transpose(), 1.0f32, par),
-        Product::InputGrad => matmul(dst_t.as_mut(), Accum::Replace, w_t.as_ref(), d_t.as_ref(), 1.0f32, par),
+        Product::Forward => matmul(
+            dst_t.as_mut(),
+            Accum::Replace,
+            w_t.transpose(),
+            x_t.as_ref(),
+            1.0f32,
+            par,
+        ),
+        Product::WeightGrad => matmul(
+            dst_t.as_mut(),
+            Accum::Replace,
+            x_t.as_ref(),
+            d_t.transpose(),
+            1.0f32,
+            par,
+        ),
+        Product::InputGrad => matmul(
+            dst_t.as_mut(),
+            Accum::Replace,
+            w_t.as_ref(),
+            d_t.as_ref(),
+            1.0f32,
+            par,
+        ),
     };
     call();
     // Enough calls for ~50 ms per sample, median of 7 samples.
@@ -116,11 +145,20 @@ struct DenseLimit {
 }
 
 fn dense_limit(sizes: &[usize], batch: usize, eval_batch: usize, par: Par) -> DenseLimit {
-    let mut limit = DenseLimit { step: 0.0, step_flops: 0.0, eval_batch: 0.0, eval_flops: 0.0, shapes: Vec::new() };
+    let mut limit = DenseLimit {
+        step: 0.0,
+        step_flops: 0.0,
+        eval_batch: 0.0,
+        eval_flops: 0.0,
+        shapes: Vec::new(),
+    };
     for (l, pair) in sizes.windows(2).enumerate() {
         let (inp, out) = (pair[0], pair[1]);
         let flops = 2.0 * (batch * inp * out) as f64;
-        let mut products = vec![("forward", Product::Forward), ("weight_grad", Product::WeightGrad)];
+        let mut products = vec![
+            ("forward", Product::Forward),
+            ("weight_grad", Product::WeightGrad),
+        ];
         if l > 0 {
             products.push(("input_grad", Product::InputGrad));
         }
@@ -154,11 +192,21 @@ struct Recipe {
 fn load_recipe(configs: &Path, file: &str, mnist: &Mnist) -> anyhow::Result<Recipe> {
     let config = ExperimentConfig::load(&configs.join(file))?;
     let data = mnist_train::prepare_from(&config, mnist)?;
-    Ok(Recipe { name: config.name.clone(), config, data })
+    Ok(Recipe {
+        name: config.name.clone(),
+        config,
+        data,
+    })
 }
 
 /// Trains `steps` batches (None = one epoch) the way the trainer does; returns seconds.
-fn train_epoch(r: &Recipe, path: InputPath, par: Par, steps: Option<usize>, epochs_before: u64) -> anyhow::Result<f64> {
+fn train_epoch(
+    r: &Recipe,
+    path: InputPath,
+    par: Par,
+    steps: Option<usize>,
+    epochs_before: u64,
+) -> anyhow::Result<f64> {
     let cfg = &r.config;
     let arch = cfg.architecture()?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -189,7 +237,10 @@ fn train_epoch(r: &Recipe, path: InputPath, par: Par, steps: Option<usize>, epoc
                 let v = train.batch(start, len);
                 (v.features, v.labels)
             };
-            let lr = cfg.training.schedule.lr_at(cfg.training.learning_rate, epochs_before, b as u64);
+            let lr =
+                cfg.training
+                    .schedule
+                    .lr_at(cfg.training.learning_rate, epochs_before, b as u64);
             compute_gradients(&net, &mut ws, &mut grads, x, y, len, &opts, &mut rng, par)?;
             opt.step(&mut net, &grads, lr)?;
             if !timed && b >= 3 {
@@ -211,7 +262,14 @@ fn eval_pass(r: &Recipe, path: InputPath, par: Par, reps: usize) -> anyhow::Resu
     ws.set_input_path(path);
     let train = &r.data.train;
     median_time(reps, || {
-        evaluate(&net, &mut ws, train.features(), train.labels(), cfg.training.loss, par)?;
+        evaluate(
+            &net,
+            &mut ws,
+            train.features(),
+            train.labels(),
+            cfg.training.loss,
+            par,
+        )?;
         Ok(())
     })
 }
@@ -223,16 +281,27 @@ fn machine() -> Value {
         .find(|l| l.starts_with("model name"))
         .and_then(|l| l.split(':').nth(1))
         .map_or_else(|| "unknown".to_string(), |s| s.trim().to_string());
-    let flags = cpuinfo.lines().find(|l| l.starts_with("flags")).unwrap_or_default();
-    let simd: Vec<&str> = ["avx2", "fma", "avx512f"].into_iter().filter(|f| flags.split_whitespace().any(|w| w == *f)).collect();
+    let flags = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .unwrap_or_default();
+    let simd: Vec<&str> = ["avx2", "fma", "avx512f"]
+        .into_iter()
+        .filter(|f| flags.split_whitespace().any(|w| w == *f))
+        .collect();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     json!({ "cpu": model, "cores": cores, "simd": simd, "loadavg_at_start": load.trim() })
 }
 
 fn commit() -> String {
-    let out = Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output();
-    let rev = out.ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let out = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output();
+    let rev = out
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     let dirty = Command::new("git")
         .args(["status", "--porcelain", "--untracked-files=no"])
         .output()
@@ -262,7 +331,11 @@ pub fn run(settings: &Settings) -> anyhow::Result<Value> {
     let reps = if settings.quick { 1 } else { 3 };
     let mnist = Mnist::load(&DataSources::from_env()).context("loading MNIST")?;
     let machine = machine();
-    println!("machine: {machine}\nthreads: {}  commit: {}", settings.threads, commit());
+    println!(
+        "machine: {machine}\nthreads: {}  commit: {}",
+        settings.threads,
+        commit()
+    );
     let mut recipes_json = Vec::new();
     for file in ["two_layer_sigmoid.json", "adam_dropout.json"] {
         let r = load_recipe(&settings.configs_dir, file, &mnist)?;
@@ -274,7 +347,10 @@ pub fn run(settings: &Settings) -> anyhow::Result<Value> {
         let steps = n as f64 / bs as f64;
         let (train_limit, train_flops) = (limit.step * steps, limit.step_flops * steps);
         let eval_batches = n as f64 / eval_bs as f64;
-        let (eval_limit, eval_flops) = (limit.eval_batch * eval_batches, limit.eval_flops * eval_batches);
+        let (eval_limit, eval_flops) = (
+            limit.eval_batch * eval_batches,
+            limit.eval_flops * eval_batches,
+        );
         println!(
             "\n{} {:?} batch {bs}, {n} examples/epoch: {:.1} GFLOP/epoch training, faer GEMM {:.1} GFLOP/s -> dense limit {:.3} s; eval {:.1} GFLOP, limit {:.3} s",
             r.name,
@@ -288,19 +364,36 @@ pub fn run(settings: &Settings) -> anyhow::Result<Value> {
         for s in &limit.shapes {
             println!(
                 "    gemm layer {} {:<12} {}x{}x{}: {:.1} GFLOP/s",
-                s["layer"], s["product"].as_str().unwrap_or(""), s["batch"], s["in"], s["out"], s["gflops"].as_f64().unwrap_or(0.0)
+                s["layer"],
+                s["product"].as_str().unwrap_or(""),
+                s["batch"],
+                s["in"],
+                s["out"],
+                s["gflops"].as_f64().unwrap_or(0.0)
             );
         }
         let mut rows = Vec::new();
-        for (label, path) in [("train epoch (auto: sparse)", InputPath::Auto), ("train epoch (forced dense)", InputPath::Dense)] {
+        for (label, path) in [
+            ("train epoch (auto: sparse)", InputPath::Auto),
+            ("train epoch (forced dense)", InputPath::Dense),
+        ] {
             let mut times = Vec::new();
             for e in 0..reps {
                 times.push(train_epoch(&r, path, par, None, e as u64)?);
             }
             times.sort_by(f64::total_cmp);
-            rows.push(row(label, times[times.len() / 2], n as f64, train_flops, train_limit));
+            rows.push(row(
+                label,
+                times[times.len() / 2],
+                n as f64,
+                train_flops,
+                train_limit,
+            ));
         }
-        for (label, path) in [("eval pass (auto: sparse)", InputPath::Auto), ("eval pass (forced dense)", InputPath::Dense)] {
+        for (label, path) in [
+            ("eval pass (auto: sparse)", InputPath::Auto),
+            ("eval pass (forced dense)", InputPath::Dense),
+        ] {
             let t = eval_pass(&r, path, par, reps)?;
             rows.push(row(label, t, n as f64, eval_flops, eval_limit));
         }
@@ -361,7 +454,10 @@ pub fn run(settings: &Settings) -> anyhow::Result<Value> {
 /// Runs `bench/peers.py` (NumPy, plus PyTorch/JAX where installed) and prints ours / theirs.
 fn run_peers(settings: &Settings, ours: &Value) -> anyhow::Result<Value> {
     let script = settings.bench_dir.join("peers.py");
-    println!("\npeers: python3 {} (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for this command)", script.display());
+    println!(
+        "\npeers: python3 {} (OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for this command)",
+        script.display()
+    );
     let out = Command::new("python3")
         .arg(&script)
         .arg("--threads")
@@ -377,14 +473,22 @@ fn run_peers(settings: &Settings, ours: &Value) -> anyhow::Result<Value> {
     let theirs: Value = serde_json::from_slice(&out.stdout).context("peers.py printed no JSON")?;
     let ours_of = |recipe: &str| {
         ours["recipes"].as_array().and_then(|rs| {
-            rs.iter().find(|r| r["recipe"] == recipe).and_then(|r| r["results"][0]["seconds"].as_f64())
+            rs.iter()
+                .find(|r| r["recipe"] == recipe)
+                .and_then(|r| r["results"][0]["seconds"].as_f64())
         })
     };
     if let Some(runs) = theirs["runs"].as_array() {
         for run in runs {
-            let (recipe, framework) = (run["recipe"].as_str().unwrap_or(""), run["framework"].as_str().unwrap_or(""));
+            let (recipe, framework) = (
+                run["recipe"].as_str().unwrap_or(""),
+                run["framework"].as_str().unwrap_or(""),
+            );
             if let (Some(o), Some(t)) = (ours_of(recipe), run["epoch_seconds"].as_f64()) {
-                println!("  {recipe:<18} {framework:<22} theirs {t:>7.3} s/epoch  ours {o:>7.3} s  ours/theirs {:.2}", o / t);
+                println!(
+                    "  {recipe:<18} {framework:<22} theirs {t:>7.3} s/epoch  ours {o:>7.3} s  ours/theirs {:.2}",
+                    o / t
+                );
             }
         }
     }

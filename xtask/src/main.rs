@@ -76,7 +76,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Bench { threads, json, quick, peers } => {
+        Command::Bench {
+            threads,
+            json,
+            quick,
+            peers,
+        } => {
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let settings = bench::Settings {

@@ -1,6 +1,7 @@
 //! Times single-example SGD steps of three-layer-relu (784-256-64-10) on real MNIST (x/255).
 //!
 //! `cargo run --release -p mnist-core --example batch1_timing [steps]`
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests, benches and examples may panic
 
 use std::time::Instant;
 

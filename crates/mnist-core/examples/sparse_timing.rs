@@ -1,6 +1,7 @@
 //! Times the first layer's dense and sparse paths on real MNIST (x/255) batches.
 //!
 //! `cargo run --release -p mnist-core --example sparse_timing [batch] [outputs] [threads]`
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests, benches and examples may panic
 
 use std::time::Instant;
 

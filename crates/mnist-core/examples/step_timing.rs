@@ -1,6 +1,7 @@
 //! Times training steps and inference on MNIST-shaped random data.
 //!
 //! `cargo run --release -p mnist-core --example step_timing`
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests, benches and examples may panic
 
 use std::time::Instant;
 

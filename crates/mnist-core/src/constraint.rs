@@ -19,7 +19,7 @@ pub fn apply_max_norm<T: Float>(net: &mut Network<T>, c: f64, frozen: &[bool]) {
                 .sqrt();
             if norm > c {
                 let shrink = T::from_f64(c / norm);
-                row.iter_mut().for_each(|w| *w = *w * shrink);
+                row.iter_mut().for_each(|w| *w *= shrink);
             }
         }
     }

@@ -282,14 +282,24 @@ mod tests {
                 (x + v * (i % SIDE) as f32, y + v * (i / SIDE) as f32)
             });
             let (cx, cy) = (cx / m - CENTRE, cy / m - CENTRE);
-            assert!(cx.abs() < 6.0 && cy.abs() < 6.0, "centre moved to ({cx}, {cy})");
+            assert!(
+                cx.abs() < 6.0 && cy.abs() < 6.0,
+                "centre moved to ({cx}, {cy})"
+            );
         }
         ratios.sort_by(f32::total_cmp);
         // Scaling alone changes the area by up to (1.1)^2; the elastic field (alpha 36,
         // sigma 5) stretches strokes locally by roughly +-25%, so ink mass varies per draw
         // but is kept on average and never vanishes or explodes.
-        assert!((ratios[100] - 1.0).abs() < 0.1, "median ink mass ratio {}", ratios[100]);
-        assert!(ratios[10] > 0.6 && ratios[190] < 1.7, "5-95% range {ratios:?}");
+        assert!(
+            (ratios[100] - 1.0).abs() < 0.1,
+            "median ink mass ratio {}",
+            ratios[100]
+        );
+        assert!(
+            ratios[10] > 0.6 && ratios[190] < 1.7,
+            "5-95% range {ratios:?}"
+        );
         assert!(ratios[0] > 0.4 && ratios[199] < 2.5, "extremes {ratios:?}");
     }
 
