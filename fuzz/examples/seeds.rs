@@ -65,6 +65,7 @@ fn main() {
             optimizer_step: 7,
             shuffle_rng: RngState::capture(&ChaCha8Rng::seed_from_u64(1)),
             dropout_rng: RngState::capture(&ChaCha8Rng::seed_from_u64(2)),
+            augment_rng: None,
             epoch_loss_sum: 1.25,
             epoch_batches: 2,
             epoch_seconds: 0.5,
