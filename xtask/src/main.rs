@@ -18,9 +18,9 @@ struct Cli {
 enum Command {
     /// Rerun a published reference experiment (or `all`) and compare with the published value.
     Reproduce {
-        /// A reference name, or `all`: two-layer-sigmoid, two-layer-sigmoid-l2, adam-dropout,
-        /// three-layer-relu, one-hidden-relu (with its frozen variant), deep-mse,
-        /// deep-mse-plateau.
+        /// A reference name, `all` (every reference), or `beyond` (the project's own
+        /// best-mlp): two-layer-sigmoid, two-layer-sigmoid-l2, adam-dropout, three-layer-relu,
+        /// one-hidden-relu (with its frozen variant), deep-mse, deep-mse-plateau, best-mlp.
         name: String,
         /// Short runs (a few thousand examples, 1-2 epochs) to check the pipeline; bands
         /// are not judged.
