@@ -348,3 +348,17 @@ fn astronomically_large_values_are_refused_cleanly() {
         }
     }
 }
+
+/// A model file given to `--resume` is recognised as one and the error says what to do.
+#[test]
+fn a_model_file_is_not_taken_for_a_checkpoint() {
+    let arch = Architecture::uniform(vec![4, 3, 2], Activation::Relu, OutputHead::Softmax).unwrap();
+    let init = LayerInit {
+        weight: WeightInit::HeNormal,
+        bias: BiasInit::Zero,
+    };
+    let net = Network::<f32>::new(&arch, &[init, init], &mut ChaCha8Rng::seed_from_u64(7)).unwrap();
+    let model = mnist_core::to_safetensors_bytes(&net, &Preprocessing::default()).unwrap();
+    let err = from_bytes(&model).unwrap_err();
+    assert!(err.contains("model file") && err.contains("eval"), "{err}");
+}
