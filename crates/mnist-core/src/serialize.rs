@@ -3,7 +3,9 @@
 //! * Tensors `layers.{i}.weight` (shape `[out, in]`, row-major) and `layers.{i}.bias` (`[out]`),
 //!   dtype `F32` for `Network<f32>`, `F64` for `Network<f64>`.
 //! * `__metadata__` (a string map): `format` = `"mnist-rs"`, `format_version` = `"1"`,
-//!   `architecture` = JSON of [`Architecture`], `preprocessing` = JSON of [`Preprocessing`].
+//!   `architecture` = JSON of [`Architecture`], `preprocessing` = JSON of [`Preprocessing`],
+//!   `sha256` = hex SHA-256 over those two JSON strings and every tensor's bytes in layer
+//!   order, so a flipped byte anywhere in the content is refused.
 //!
 //! Loading checks everything against the metadata and returns a typed [`ModelIoError`]; it
 //! never panics on bad input. Either dtype can be loaded into either scalar type (`F64` into
@@ -62,12 +64,6 @@ pub fn to_safetensors_bytes<T: Float>(
             key: "preprocessing",
             reason: e.to_string(),
         })?;
-    let metadata = HashMap::from([
-        ("format".to_string(), FORMAT_NAME.to_string()),
-        ("format_version".to_string(), FORMAT_VERSION.to_string()),
-        ("architecture".to_string(), arch_json),
-        ("preprocessing".to_string(), prep_json),
-    ]);
     let mut buffers = Vec::with_capacity(2 * net.num_layers());
     for (i, l) in net.layers().iter().enumerate() {
         buffers.push((
@@ -77,6 +73,18 @@ pub fn to_safetensors_bytes<T: Float>(
         ));
         buffers.push((bias_name(i), vec![l.outputs()], to_bytes(l.bias())));
     }
+    let checksum = content_digest(
+        &arch_json,
+        &prep_json,
+        buffers.iter().map(|(_, _, data)| data.as_slice()),
+    );
+    let metadata = HashMap::from([
+        ("format".to_string(), FORMAT_NAME.to_string()),
+        ("format_version".to_string(), FORMAT_VERSION.to_string()),
+        ("architecture".to_string(), arch_json),
+        ("preprocessing".to_string(), prep_json),
+        ("sha256".to_string(), checksum),
+    ]);
     let mut views = Vec::with_capacity(buffers.len());
     for (name, shape, data) in &buffers {
         let view = TensorView::new(T::DTYPE, shape.clone(), data)
@@ -84,6 +92,23 @@ pub fn to_safetensors_bytes<T: Float>(
         views.push((name.as_str(), view));
     }
     safetensors::serialize(views, Some(metadata)).map_err(|e| ModelIoError::Corrupt(e.to_string()))
+}
+
+/// Hex SHA-256 of the metadata JSON and the tensors' bytes, in layer order.
+fn content_digest<'a>(
+    arch_json: &str,
+    prep_json: &str,
+    tensors: impl Iterator<Item = &'a [u8]>,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(arch_json.as_bytes());
+    h.update(prep_json.as_bytes());
+    for data in tensors {
+        h.update((data.len() as u64).to_le_bytes());
+        h.update(data);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn map_st_error(e: SafeTensorError) -> ModelIoError {
@@ -170,6 +195,23 @@ pub fn from_safetensors_bytes<T: Float>(bytes: &[u8]) -> Result<SavedModel<T>, M
         .find(|n| !expected_names.iter().any(|e| e == n))
     {
         return Err(ModelIoError::UnexpectedTensor(extra.to_string()));
+    }
+    // Last, the checksum: every structural error above has its own, more precise message.
+    let raw: Vec<&[u8]> = expected_names
+        .iter()
+        .filter_map(|n| st.tensor(n).ok().map(|v| v.data()))
+        .collect();
+    let found = content_digest(
+        meta(map, "architecture")?,
+        meta(map, "preprocessing")?,
+        raw.into_iter(),
+    );
+    if found != meta(map, "sha256")? {
+        return Err(ModelIoError::Corrupt(
+            "SHA-256 of the content does not match the one recorded in the file: it was \
+             damaged or edited after saving; use another copy or retrain"
+                .into(),
+        ));
     }
     let network = Network::from_layers(&arch, layers)
         .map_err(|e| ModelIoError::BadMetadata {

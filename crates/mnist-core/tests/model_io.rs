@@ -378,3 +378,21 @@ proptest! {
         let _ = from_safetensors_bytes::<f64>(&bytes);
     }
 }
+
+#[test]
+fn a_flipped_byte_in_the_weights_is_refused_by_the_checksum() {
+    let a = arch();
+    let bytes = to_safetensors_bytes(&net::<f32>(&a, 3), &prep()).unwrap();
+    from_safetensors_bytes::<f32>(&bytes).expect("intact file loads");
+    // After the 8-byte length and the JSON header comes the tensor data: flip one bit at
+    // its start, its middle and its end.
+    let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let data_start = 8 + header;
+    let middle = data_start + (bytes.len() - data_start) / 2;
+    for at in [data_start, middle, bytes.len() - 2] {
+        let mut damaged = bytes.clone();
+        damaged[at] ^= 0x04;
+        let err = from_safetensors_bytes::<f32>(&damaged).unwrap_err();
+        assert!(err.to_string().contains("SHA-256"), "byte {at}: {err}");
+    }
+}
