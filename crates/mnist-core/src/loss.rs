@@ -219,9 +219,16 @@ mod tests {
         a
     }
 
-    /// Label smoothing: value and gradient against central differences of the smoothed loss.
-    fn check_smoothed(loss: Loss, head: OutputHead, z: &[f64], labels: &[u8], width: usize) {
-        let eps = 0.1;
+    /// Value and gradient of the loss with label smoothing `eps` (0 = hard targets) against
+    /// central differences.
+    fn check_gradient(
+        loss: Loss,
+        head: OutputHead,
+        z: &[f64],
+        labels: &[u8],
+        width: usize,
+        eps: f64,
+    ) {
         let mean = |z: &[f64]| {
             loss.sum_smoothed(head, z, &outputs(head, z, width), labels, width, eps)
                 / labels.len() as f64
@@ -239,7 +246,7 @@ mod tests {
             let err = relative_error(grad[i], numeric);
             assert!(
                 err < 1e-6,
-                "smoothed {loss:?}/{head:?} logit {i}: {} vs {numeric}",
+                "{loss:?}/{head:?} eps {eps} logit {i}: {} vs {numeric}",
                 grad[i]
             );
         }
@@ -263,28 +270,18 @@ mod tests {
             0.3, -1.2, 2.0, 0.1, -0.7, 0.4, 0.05, 1.3, 1.1, -2.2, 0.6, -0.3,
         ];
         let labels = [2u8, 0, 3];
-        let h = 1e-6;
         for loss in [Loss::CrossEntropy, Loss::MeanSquaredError] {
             for head in [OutputHead::Softmax, OutputHead::Sigmoid] {
+                // The hard-target entry points are the smoothed ones at eps = 0.
                 let a = outputs(head, &z, width);
                 let mut grad = vec![0.0; z.len()];
                 let value = loss.mean_and_gradient(head, &z, &a, &labels, width, &mut grad);
                 assert_eq!(value, loss.mean(head, &z, &a, &labels, width));
-                check_smoothed(loss, head, &z, &labels, width);
-                for i in 0..z.len() {
-                    let mut zp = z.clone();
-                    zp[i] += h;
-                    let mut zm = z.clone();
-                    zm[i] -= h;
-                    let lp = loss.mean(head, &zp, &outputs(head, &zp, width), &labels, width);
-                    let lm = loss.mean(head, &zm, &outputs(head, &zm, width), &labels, width);
-                    let numeric = (lp - lm) / (2.0 * h);
-                    let err = relative_error(grad[i], numeric);
-                    assert!(
-                        err < 1e-6,
-                        "{loss:?}/{head:?} logit {i}: {} vs {numeric}",
-                        grad[i]
-                    );
+                let mut grad0 = vec![0.0; z.len()];
+                loss.mean_and_gradient_smoothed(head, &z, &a, &labels, width, 0.0, &mut grad0);
+                assert_eq!(grad, grad0);
+                for eps in [0.0, 0.1] {
+                    check_gradient(loss, head, &z, &labels, width, eps);
                 }
             }
         }
