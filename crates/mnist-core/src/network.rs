@@ -254,7 +254,7 @@ impl<T: Float> Network<T> {
             ..
         } = ws;
         // The first layer's path (sparse kernels or one GEMM) is chosen on this batch's density.
-        sparse.prepare(x, batch, self.inputs(), max_batch, policy);
+        sparse.prepare(x, batch, self.inputs(), max_batch, policy, par);
         let mut affine = |l: usize, layer: &Dense<T>, input: &[T], z: &mut [T]| {
             if l == 0 && sparse.background.is_some() {
                 sparse.affine(layer.weight_slice(), layer.bias(), layer.inputs(), z, par);

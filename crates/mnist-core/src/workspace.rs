@@ -73,6 +73,17 @@ impl<T: Float> Workspace<T> {
         self.input_path = path;
     }
 
+    /// Declares whether every pass from now on gets the very same input: the same slice,
+    /// unchanged, as in full-batch gradient descent on a fixed dataset. When set, the first
+    /// layer's compressed form of the input is built on the first pass and reused while the
+    /// slice's address, length and batch size stay the same (a different slice is compressed
+    /// afresh). Writing new values into the same buffer while this is set would reuse a stale
+    /// compression: leave it unset (the default) for anything but an input that is borrowed
+    /// immutably for the whole run.
+    pub fn set_input_fixed(&mut self, fixed: bool) {
+        self.sparse.fixed = fixed;
+    }
+
     /// The current [`InputPath`].
     pub fn input_path(&self) -> InputPath {
         self.input_path

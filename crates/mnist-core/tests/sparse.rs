@@ -52,10 +52,18 @@ fn nets() -> Vec<Network<f32>> {
             std: 1.0,
         },
     );
+    // Eight panels of outputs, as in three-layer-relu.
+    let c = Architecture::uniform(
+        vec![784, 256, 64, 10],
+        Activation::Relu,
+        OutputHead::Softmax,
+    )
+    .unwrap();
     let he = LayerInit::new(WeightInit::HeNormal, BiasInit::Zero);
     vec![
         Network::new(&a, &[normal], &mut rng).unwrap(),
         Network::new(&b, &[he], &mut rng).unwrap(),
+        Network::new(&c, &[he], &mut rng).unwrap(),
     ]
 }
 
@@ -115,7 +123,14 @@ fn run(net: &Network<f32>, x: &[f32], y: &[u8], path: InputPath, par: Par, loss:
 fn sparse_matches_dense_on_real_batches() {
     let m = mnist();
     for (name, prep) in preps(&m) {
-        for (start, len) in [(0usize, 256usize), (1234, 100), (59_000, 37), (42, 1)] {
+        // 700 rows: the backward pass's blocks of 256 rows, with a partial last block.
+        for (start, len) in [
+            (0usize, 256usize),
+            (10_000, 700),
+            (1234, 100),
+            (59_000, 37),
+            (42, 1),
+        ] {
             let (x, y) = batch(&m, &prep, start, len);
             for (k, net) in nets().iter().enumerate() {
                 let loss = if k == 0 {
@@ -233,5 +248,44 @@ fn sparse_kernels_do_not_depend_on_thread_count() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn a_fixed_input_is_compressed_once_and_a_new_slice_afresh() {
+    let m = mnist();
+    let bits = |g: &Gradients<f32>| {
+        g.layers()
+            .iter()
+            .flat_map(|l| l.weight().iter().chain(l.bias()))
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    };
+    let (_, prep) = preps(&m).remove(1);
+    let (x1, y1) = batch(&m, &prep, 0, 600);
+    let (x2, y2) = batch(&m, &prep, 20_000, 600);
+    let net = &nets()[0];
+    let opts = TrainOptions::new(Loss::CrossEntropy);
+    let mut fixed = net.workspace(600);
+    fixed.set_input_path(InputPath::Sparse);
+    fixed.set_input_fixed(true);
+    let mut grads = Gradients::new(net.architecture());
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for (x, y) in [(&x1, &y1), (&x1, &y1), (&x2, &y2), (&x2, &y2)] {
+        let loss = compute_gradients(
+            net,
+            &mut fixed,
+            &mut grads,
+            x,
+            y,
+            600,
+            &opts,
+            &mut rng,
+            Par::Seq,
+        )
+        .unwrap();
+        let fresh = run(net, x, y, InputPath::Sparse, Par::Seq, Loss::CrossEntropy);
+        assert_eq!(loss.to_bits(), fresh.loss.to_bits());
+        assert_eq!(bits(&grads), bits(&fresh.grads));
     }
 }

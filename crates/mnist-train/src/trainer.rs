@@ -244,6 +244,9 @@ pub fn run(
         Vec::with_capacity(batch_size * data.train.dim()),
         Vec::with_capacity(batch_size),
     );
+    // In fixed order without augmentation every batch is a slice of `data.train`, borrowed
+    // immutably for the whole run, so a full batch is compressed for the sparse first layer once.
+    ws.set_input_fixed(config.training.shuffle == Shuffle::Fixed && augmenter.is_none());
     let show_bar = !opts.quiet && std::io::stderr().is_terminal();
     let mut stopped_early = false;
 
