@@ -116,6 +116,10 @@ impl From<NormalizationConfig> for mnist_dataset::Normalization {
 pub struct ModelConfig {
     #[serde(default = "default_inputs")]
     pub inputs: usize,
+    /// Inverted-dropout keep probability on the input pixels while training (1 = none): each
+    /// pixel of a training batch is kept with this probability and scaled by its inverse.
+    #[serde(default = "one")]
+    pub input_keep_prob: f64,
     pub hidden: Vec<HiddenLayerConfig>,
     pub output: OutputLayerConfig,
 }
@@ -550,6 +554,12 @@ impl ExperimentConfig {
             return Err((
                 "model.output.size".into(),
                 format!("MNIST has {CLASSES} classes, got {}", m.output.size),
+            ));
+        }
+        if !(m.input_keep_prob > 0.0 && m.input_keep_prob <= 1.0) {
+            return Err((
+                "model.input_keep_prob".into(),
+                format!("must be in (0, 1], got {}", m.input_keep_prob),
             ));
         }
         for (i, layer) in m.hidden.iter().enumerate() {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use mnist_core::dropout::apply_mask;
 use mnist_core::faer::Par;
 use mnist_core::rand_chacha::ChaCha8Rng;
 use mnist_core::{Gradients, Network, Optimizer, RngState, Workspace, compute_gradients, evaluate};
@@ -244,9 +245,14 @@ pub fn run(
         Vec::with_capacity(batch_size * data.train.dim()),
         Vec::with_capacity(batch_size),
     );
-    // In fixed order without augmentation every batch is a slice of `data.train`, borrowed
-    // immutably for the whole run, so a full batch is compressed for the sparse first layer once.
-    ws.set_input_fixed(config.training.shuffle == Shuffle::Fixed && augmenter.is_none());
+    let input_keep_prob = config.model.input_keep_prob;
+    let input_dropout = input_keep_prob < 1.0;
+    // In fixed order without augmentation or input dropout every batch is a slice of
+    // `data.train`, borrowed immutably for the whole run, so a full batch is compressed for the
+    // sparse first layer once.
+    ws.set_input_fixed(
+        config.training.shuffle == Shuffle::Fixed && augmenter.is_none() && !input_dropout,
+    );
     let show_bar = !opts.quiet && std::io::stderr().is_terminal();
     let mut stopped_early = false;
 
@@ -266,7 +272,7 @@ pub fn run(
             let start = b * batch_size;
             let len = batch_size.min(n - start);
             let (x, y) = match (config.training.shuffle, augmenter.as_mut()) {
-                (Shuffle::Fixed, None) => {
+                (Shuffle::Fixed, None) if !input_dropout => {
                     let view = data.train.batch(start, len);
                     (view.features, view.labels)
                 }
@@ -284,6 +290,8 @@ pub fn run(
                     if let Some(aug) = augmenter {
                         aug.augment_batch(&mut x_buf, background, &mut augment_rng);
                     }
+                    // Input dropout draws from the dropout stream, before the hidden masks.
+                    apply_mask(&mut x_buf, None, input_keep_prob, &mut dropout_rng);
                     (&x_buf[..], &y_buf[..])
                 }
             };

@@ -186,6 +186,10 @@ fn impossible_values_are_refused_naming_the_field() {
             "model.hidden[0].keep_prob",
         ),
         (
+            Box::new(|v| v["model"]["input_keep_prob"] = 0.0.into()),
+            "model.input_keep_prob",
+        ),
+        (
             Box::new(|v| v["model"]["inputs"] = 100.into()),
             "model.inputs",
         ),

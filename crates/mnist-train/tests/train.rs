@@ -145,7 +145,9 @@ fn every_reference_recipe_trains_briefly_on_real_data() {
 fn resuming_from_a_checkpoint_equals_the_uninterrupted_run() {
     let mut config = short("adam_dropout.json", 2048, 3);
     config.training.batch_size = BatchSize::Examples(128);
-    // Augmentation draws from its own RNG stream, which the checkpoint must carry too.
+    // Input dropout draws from the dropout stream and augmentation from its own; the checkpoint
+    // must carry both.
+    config.model.input_keep_prob = 0.8;
     config.data.augmentation = Some(AugmentConfig {
         translate: 1.5,
         rotate_degrees: 8.0,
