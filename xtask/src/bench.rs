@@ -218,6 +218,8 @@ fn train_epoch(
     let bs = cfg.training.batch_size.resolve(n);
     let mut ws: Workspace<f32> = net.workspace(bs);
     ws.set_input_path(path);
+    // As the trainer does: in fixed order every batch is a slice of the training set.
+    ws.set_input_fixed(cfg.training.shuffle == Shuffle::Fixed);
     let mut grads = Gradients::new(&arch);
     let mut order: Vec<usize> = (0..n).collect();
     let (mut xb, mut yb) = (Vec::with_capacity(bs * train.dim()), Vec::with_capacity(bs));
@@ -390,6 +392,31 @@ pub fn run(settings: &Settings) -> anyhow::Result<Value> {
                 train_limit,
             ));
         }
+        // Dense path against faer alone: the share of its GEMM throughput the whole dense
+        // epoch (activations, loss, optimizer included) keeps.
+        let dense_share = rows
+            .get(1)
+            .and_then(|r| r["ratio_to_dense_limit"].as_f64())
+            .map_or(0.0, |ratio| 1.0 / ratio);
+        println!(
+            "  dense path keeps {:.0}% of faer's GEMM throughput (target >= 80%)",
+            100.0 * dense_share
+        );
+        // Thread scaling: the same sparse epoch on one thread.
+        let mut speedup = Value::Null;
+        if settings.threads > 1 {
+            let one = train_epoch(&r, InputPath::Auto, Par::Seq, None, 0)?;
+            let many = rows
+                .first()
+                .and_then(|r| r["seconds"].as_f64())
+                .unwrap_or(one);
+            println!(
+                "  1 thread: {one:.3} s -> {} threads are {:.2}x faster (target >= 1.7x)",
+                settings.threads,
+                one / many
+            );
+            speedup = json!({ "one_thread_seconds": one, "speedup": one / many });
+        }
         for (label, path) in [
             ("eval pass (auto: sparse)", InputPath::Auto),
             ("eval pass (forced dense)", InputPath::Dense),
@@ -401,7 +428,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<Value> {
             "recipe": r.name, "sizes": sizes, "batch": bs, "examples_per_epoch": n,
             "train_gflop_per_epoch": train_flops / 1e9, "eval_gflop_per_pass": eval_flops / 1e9,
             "dense_limit_train_seconds": train_limit, "dense_limit_eval_seconds": eval_limit,
-            "gemm": limit.shapes, "results": rows,
+            "gemm": limit.shapes, "results": rows, "dense_share_of_gemm": dense_share,
+            "thread_speedup": speedup,
         }));
     }
 

@@ -125,7 +125,18 @@ fn print_summary(s: &RunSummary, out: &Path) {
         examples / s.train_seconds.max(1e-9),
         s.threads
     );
+    if let Some(bytes) = peak_memory() {
+        println!("peak memory  {:.0} MB", bytes as f64 / 1e6);
+    }
     println!("outputs      {}", out.display());
+}
+
+/// The process's peak resident set size (Linux `VmHWM`), if the platform reports it.
+fn peak_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 pub fn eval(args: EvalArgs, flags: &DataArgs) -> anyhow::Result<()> {
