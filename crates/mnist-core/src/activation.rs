@@ -40,17 +40,14 @@ pub enum OutputHead {
     Sigmoid,
 }
 
-/// Logistic sigmoid that never overflows: for negative `z` it uses `e^z / (1 + e^z)`, so the
-/// exponential's argument is never positive.
+/// Logistic sigmoid that never overflows: with `e = e^-|z|` (an argument never positive),
+/// `1 / (1 + e)` for `z >= 0` and `e / (1 + e)` below. Branch-free, so loops over it vectorize.
 #[inline(always)]
 pub fn sigmoid<T: Float>(z: T) -> T {
     let one = T::from_f64(1.0);
-    if z >= T::from_f64(0.0) {
-        one / (one + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (one + e)
-    }
+    let e = (-z.abs()).exp_nonpositive();
+    let inv = one / (one + e);
+    if z >= T::from_f64(0.0) { inv } else { e * inv }
 }
 
 impl Activation {
@@ -116,7 +113,10 @@ impl Activation {
         // One tight loop per variant: the match stays out of the hot loop.
         match self {
             Self::Identity => {}
-            Self::Sigmoid => buf.iter_mut().for_each(|v| *v = sigmoid(*v)),
+            // Compiled for the CPU's widest vectors (AVX-512 / AVX2) through pulp.
+            Self::Sigmoid => {
+                pulp::Arch::new().dispatch(|| buf.iter_mut().for_each(|v| *v = sigmoid(*v)))
+            }
             Self::Tanh => buf.iter_mut().for_each(|v| *v = v.tanh()),
             // Branch-free selects, so the loops vectorize (same values as `apply`).
             Self::Relu => {
@@ -139,10 +139,12 @@ impl Activation {
         let pairs = buf.iter_mut().zip(deriv.iter_mut());
         match self {
             Self::Identity => pairs.for_each(|(_, d)| *d = one),
-            Self::Sigmoid => pairs.for_each(|(v, d)| {
-                let s = sigmoid(*v);
-                *v = s;
-                *d = s * (one - s);
+            Self::Sigmoid => pulp::Arch::new().dispatch(|| {
+                pairs.for_each(|(v, d)| {
+                    let s = sigmoid(*v);
+                    *v = s;
+                    *d = s * (one - s);
+                })
             }),
             Self::Tanh => pairs.for_each(|(v, d)| {
                 let t = v.tanh();
@@ -172,7 +174,8 @@ impl Activation {
 impl OutputHead {
     /// Writes the head's output for row-major `logits` (rows of `width`) into `out`.
     pub fn apply_rows<T: Float>(self, logits: &[T], out: &mut [T], width: usize) {
-        match self {
+        // Compiled for the CPU's widest vectors (AVX-512 / AVX2) through pulp.
+        pulp::Arch::new().dispatch(|| match self {
             Self::Sigmoid => logits
                 .iter()
                 .zip(out.iter_mut())
@@ -185,18 +188,19 @@ impl OutputHead {
                     softmax_row(z, p);
                 }
             }
-        }
+        })
     }
 }
 
 /// Softmax of one row, stabilised by subtracting the row maximum (so every exponent is `<= 0`
 /// and the sum is `>= 1`: finite for any finite logits).
+#[inline(always)]
 pub fn softmax_row<T: Float>(z: &[T], p: &mut [T]) {
     let Some(&first) = z.first() else { return };
     let max = z.iter().fold(first, |m, &v| if v > m { v } else { m });
     let mut sum = T::from_f64(0.0);
     for (pi, &zi) in p.iter_mut().zip(z) {
-        let e = (zi - max).exp();
+        let e = (zi - max).exp_nonpositive();
         *pi = e;
         sum += e;
     }

@@ -43,6 +43,11 @@ pub trait Float:
     fn to_f64(self) -> f64;
     /// `e^self`.
     fn exp(self) -> Self;
+    /// `e^self` for `self <= 0`, within a few ulp of [`Float::exp`], for the sigmoid and
+    /// softmax passes: plain arithmetic without branches or calls, so loops over it vectorize.
+    /// Arguments below `ln(MIN_POSITIVE)` give about `MIN_POSITIVE`; positive ones give 1; NaN stays
+    /// NaN.
+    fn exp_nonpositive(self) -> Self;
     /// Hyperbolic tangent.
     fn tanh(self) -> Self;
     /// Square root.
@@ -61,7 +66,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ty, $dtype:ident) => {
+    ($t:ty, $dtype:ident, $exp_nonpositive:ident) => {
         impl Float for $t {
             const DTYPE: safetensors::Dtype = safetensors::Dtype::$dtype;
             const BYTES: usize = core::mem::size_of::<$t>();
@@ -77,6 +82,10 @@ macro_rules! impl_float {
             #[inline(always)]
             fn exp(self) -> Self {
                 <$t>::exp(self)
+            }
+            #[inline(always)]
+            fn exp_nonpositive(self) -> Self {
+                $exp_nonpositive(self)
             }
             #[inline(always)]
             fn tanh(self) -> Self {
@@ -108,5 +117,81 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, F32);
-impl_float!(f64, F64);
+impl_float!(f32, F32, exp_nonpositive_f32);
+impl_float!(f64, F64, exp_nonpositive_f64);
+
+// Cephes' exp and expf: x = k ln2 + r with |r| <= ln2 / 2 (ln2 split in two so k ln2 is
+// exact), e^r from a polynomial (f32) or a Pade form (f64), and 2^k written into the exponent
+// bits. The clamps are comparisons rather than min/max so that NaN passes through; no fused
+// multiply-adds, so the result does not depend on the instruction set.
+
+#[inline(always)]
+fn exp_nonpositive_f32(x: f32) -> f32 {
+    const LN_MIN: f32 = -87.336_55; // ln(f32::MIN_POSITIVE)
+    let x = if x < LN_MIN { LN_MIN } else { x };
+    let x = if x > 0.0 { 0.0 } else { x };
+    let k = (x * core::f32::consts::LOG2_E + 0.5).floor();
+    let r = x - k * 0.693_359_4 - k * -2.121_944_4e-4;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 5.000_000_1e-1;
+    let e = p * (r * r) + r + 1.0;
+    // k in [-126, 0]: a normal power of two.
+    e * f32::from_bits(((k as i32 + 127) as u32) << 23)
+}
+
+#[inline(always)]
+fn exp_nonpositive_f64(x: f64) -> f64 {
+    const LN_MIN: f64 = -708.396_418_532_264_1; // ln(f64::MIN_POSITIVE)
+    let x = if x < LN_MIN { LN_MIN } else { x };
+    let x = if x > 0.0 { 0.0 } else { x };
+    let k = (x * core::f64::consts::LOG2_E + 0.5).floor();
+    let r = x - k * 6.931_457_519_531_25e-1 - k * 1.428_606_820_309_417_2e-6;
+    let rr = r * r;
+    let px = r * ((1.261_771_930_748_105_9e-4 * rr + 3.029_944_077_074_419_6e-2) * rr + 1.0);
+    let qx = ((3.001_985_051_386_644_5e-6 * rr + 2.524_483_403_496_841e-3) * rr
+        + 2.272_655_482_081_550_3e-1)
+        * rr
+        + 2.0;
+    let e = 1.0 + 2.0 * (px / (qx - px));
+    // k in [-1022, 0]: a normal power of two.
+    e * f64::from_bits(((k as i64 + 1023) as u64) << 52)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Float;
+
+    /// Relative error against the standard library's `exp`, over a dense grid of `[-lim, 0]`.
+    fn max_rel_error<T: Float>(lim: f64, steps: usize) -> f64 {
+        (0..=steps)
+            .map(|i| T::from_f64(-lim * i as f64 / steps as f64))
+            .map(|x| {
+                let want = x.exp().to_f64();
+                (x.exp_nonpositive().to_f64() - want).abs() / want
+            })
+            .fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn exp_nonpositive_matches_exp() {
+        let f32_err = max_rel_error::<f32>(87.0, 200_000);
+        assert!(f32_err < 4.0 * f32::EPSILON as f64, "f32: {f32_err:e}");
+        let f64_err = max_rel_error::<f64>(708.0, 200_000);
+        assert!(f64_err < 4.0 * f64::EPSILON, "f64: {f64_err:e}");
+    }
+
+    #[test]
+    fn exp_nonpositive_edges() {
+        assert_eq!(0.0f32.exp_nonpositive(), 1.0);
+        assert_eq!(0.0f64.exp_nonpositive(), 1.0);
+        assert_eq!(5.0f64.exp_nonpositive(), 1.0);
+        let tiny = (-1e4f32).exp_nonpositive();
+        assert!(tiny > 0.0 && tiny < 1.2e-38, "{tiny:e}");
+        let tiny = (-1e4f64).exp_nonpositive();
+        assert!(tiny > 0.0 && tiny < 2.3e-308, "{tiny:e}");
+        assert!(f32::NAN.exp_nonpositive().is_nan());
+        assert!(f64::NAN.exp_nonpositive().is_nan());
+    }
+}
