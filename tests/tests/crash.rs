@@ -219,6 +219,13 @@ fn sigkill_at_random_moments_then_resume_gives_the_uninterrupted_parameters() {
         log.join("\n")
     );
 
+    // Each resumed run removes the temp files its killed predecessors left.
+    assert_eq!(
+        temp_files(&run),
+        HashSet::new(),
+        "temp files left after the last run"
+    );
+
     let out = reference.join().unwrap();
     assert!(out.status.success(), "{:?}", text(&out));
     let a = mnist_core::load_model::<f32>(whole.join("model.safetensors")).unwrap();

@@ -38,6 +38,36 @@ pub mod files {
     pub const ACCURACY_PLOT: &str = "accuracy.png";
 }
 
+/// Removes the temp files a killed run left beside its outputs (atomic writes name them
+/// `.<output>.<random>.tmp`). The run owns its directory, so no other writer is using them;
+/// failures only leave clutter, so they are ignored.
+fn remove_stale_temp_files(dir: &Path) {
+    const OUTPUTS: [&str; 9] = [
+        files::CONFIG,
+        files::METRICS_JSON,
+        files::METRICS_CSV,
+        files::MODEL,
+        files::BEST_MODEL,
+        files::CHECKPOINT,
+        files::CONFUSION,
+        files::LOSS_PLOT,
+        files::ACCURACY_PLOT,
+    ];
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let stale =
+            name.ends_with(".tmp") && OUTPUTS.iter().any(|o| name.starts_with(&format!(".{o}.")));
+        if stale {
+            tracing::debug!("removing {name}, left by an interrupted write");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// How to run (as opposed to what to run, which is the config).
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -157,6 +187,7 @@ pub fn run(
         path: out.clone(),
         source,
     })?;
+    remove_stale_temp_files(out);
     checkpoint::write_atomically(&out.join(files::CONFIG), config.to_json().as_bytes())?;
 
     // Fresh state, or the checkpoint's.
