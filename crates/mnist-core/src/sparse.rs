@@ -19,7 +19,7 @@
 //!
 //! Determinism: the forward pass splits the batch by rows and the backward pass by panels, and
 //! each output value is reduced in the same order whatever the split (the backward pass adds
-//! the rows in order), so results do not depend on the thread count. They equal the dense
+//! the blocks of rows in order), so results do not depend on the thread count. They equal the dense
 //! path's up to float rounding (different summation order, and `x - c` rounded).
 
 use faer::Par;
@@ -85,7 +85,7 @@ pub(crate) struct SparseInput<T> {
     /// Per panel, one block's slice of `delta` (`GRAD_BLOCK x PANEL`).
     dt: Vec<T>,
     /// Set through [`crate::Workspace::set_input_fixed`]: every pass gets the same input.
-    pub(crate) fixed: bool,
+    fixed: bool,
     /// The input (address, length, batch, policy) the compressed form was built from.
     built_for: Option<(usize, usize, usize, InputPath)>,
     /// Whether `col_ptr`/`crow`/`cval` belong to the current compressed batch.
@@ -95,6 +95,13 @@ pub(crate) struct SparseInput<T> {
 }
 
 impl<T: Float> SparseInput<T> {
+    /// See [`crate::Workspace::set_input_fixed`]; forgets the compression built so far.
+    pub(crate) fn set_fixed(&mut self, fixed: bool) {
+        self.fixed = fixed;
+        self.built_for = None;
+        self.csc_ready = false;
+    }
+
     /// Decides the path for `x` (`batch x inputs`); compresses it when sparse and records the
     /// background value. Allocates (once) on the first sparse batch.
     pub(crate) fn prepare(
@@ -645,9 +652,9 @@ impl<T: Float> RowTask<T> for Forward<'_, T> {
 }
 
 impl<T: Float> Forward<'_, T> {
-    /// For each row, each panel: `acc = init + sum_k val_k * WT[idx_k, panel]`, with two
-    /// accumulators (even and odd non-zeros) to hide the FMA latency. The row's non-zeros are
-    /// read from memory once and stay in L1 for the other panels.
+    /// For each block of rows, each panel, each row: `acc = init + sum_k val_k * WT[idx_k,
+    /// panel]` ([`panel_dot`]: four accumulators hide the FMA latency). A block's non-zeros are
+    /// read from memory once and stay in cache for the other panels.
     #[inline(always)]
     fn kernel(&self, first_row: usize, out: &mut [T]) {
         let zero = T::from_f64(0.0);
@@ -756,8 +763,8 @@ impl<T: Float> Backward<'_, T> {
     /// For this task's panels: `GT[i, panel] = c * bias_grad[panel]`; then per block of
     /// [`GRAD_BLOCK`] rows, the block's `delta[:, panel]` is copied into a contiguous buffer
     /// and each input column `i` adds `sum over the block's rows b with x[b, i] != c of
-    /// val * delta[b, panel]` (rows in order, in registers) to `GT[i, panel]`; finally `GT` is
-    /// transposed into `grad`.
+    /// val * delta[b, panel]` (in registers, in a fixed order: [`panel_dot`]) to
+    /// `GT[i, panel]`; finally `GT` is transposed into `grad`.
     #[inline(always)]
     fn kernel(&self, first_panel: usize, gt: &mut [T], dt: &mut [T], grad: &mut [T]) {
         let zero = T::from_f64(0.0);

@@ -78,10 +78,12 @@ impl<T: Float> Workspace<T> {
     /// layer's compressed form of the input is built on the first pass and reused while the
     /// slice's address, length and batch size stay the same (a different slice is compressed
     /// afresh). Writing new values into the same buffer while this is set would reuse a stale
-    /// compression: leave it unset (the default) for anything but an input that is borrowed
-    /// immutably for the whole run.
+    /// compression, and so would a new buffer of the same length that the allocator happens to
+    /// place at a freed one's address: leave it unset (the default) for anything but an input
+    /// that stays borrowed immutably for the whole run. Each call forgets the compression built
+    /// so far.
     pub fn set_input_fixed(&mut self, fixed: bool) {
-        self.sparse.fixed = fixed;
+        self.sparse.set_fixed(fixed);
     }
 
     /// The current [`InputPath`].

@@ -117,7 +117,8 @@ pub struct ModelConfig {
     #[serde(default = "default_inputs")]
     pub inputs: usize,
     /// Inverted-dropout keep probability on the input pixels while training (1 = none): each
-    /// pixel of a training batch is kept with this probability and scaled by its inverse.
+    /// pixel of a training batch is kept with this probability (its ink, the difference from
+    /// the background value, scaled by the inverse) or else set to the background.
     #[serde(default = "one")]
     pub input_keep_prob: f64,
     pub hidden: Vec<HiddenLayerConfig>,

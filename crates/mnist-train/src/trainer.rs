@@ -321,8 +321,14 @@ pub fn run(
                     if let Some(aug) = augmenter {
                         aug.augment_batch(&mut x_buf, background, &mut augment_rng);
                     }
-                    // Input dropout draws from the dropout stream, before the hidden masks.
-                    apply_mask(&mut x_buf, None, input_keep_prob, &mut dropout_rng);
+                    if input_dropout {
+                        // A dropped pixel becomes blank (the background value, 0 for x/255) and
+                        // a kept one keeps its ink scaled by 1/keep. The mask draws from the
+                        // dropout stream, before the hidden masks.
+                        x_buf.iter_mut().for_each(|v| *v -= background);
+                        apply_mask(&mut x_buf, None, input_keep_prob, &mut dropout_rng);
+                        x_buf.iter_mut().for_each(|v| *v += background);
+                    }
                     (&x_buf[..], &y_buf[..])
                 }
             };
