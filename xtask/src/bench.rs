@@ -405,7 +405,13 @@ pub fn run(settings: &Settings) -> anyhow::Result<Value> {
         // Thread scaling: the same sparse epoch on one thread.
         let mut speedup = Value::Null;
         if settings.threads > 1 {
-            let one = train_epoch(&r, InputPath::Auto, Par::Seq, None, 0)?;
+            // Median of as many epochs as the multi-thread figure, so both carry the same noise.
+            let mut ones = Vec::new();
+            for e in 0..reps {
+                ones.push(train_epoch(&r, InputPath::Auto, Par::Seq, None, e as u64)?);
+            }
+            ones.sort_by(f64::total_cmp);
+            let one = ones[ones.len() / 2];
             let many = rows
                 .first()
                 .and_then(|r| r["seconds"].as_f64())
