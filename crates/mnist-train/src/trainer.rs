@@ -319,7 +319,12 @@ pub fn run(
                             .gather_into(&order[start..start + len], &mut x_buf, &mut y_buf);
                     }
                     if let Some(aug) = augmenter {
-                        aug.augment_batch(&mut x_buf, background, &mut augment_rng);
+                        aug.augment_batch(
+                            &mut x_buf,
+                            background,
+                            &mut augment_rng,
+                            opts.threads,
+                        );
                     }
                     if input_dropout {
                         // A dropped pixel becomes blank (the background value, 0 for x/255) and
