@@ -19,8 +19,9 @@ enum Command {
     /// Rerun a published reference experiment (or `all`) and compare with the published value.
     Reproduce {
         /// A reference name, `all` (every reference), or `beyond` (the project's own
-        /// best-mlp): two-layer-sigmoid, two-layer-sigmoid-l2, adam-dropout, three-layer-relu,
-        /// one-hidden-relu (with its frozen variant), deep-mse, deep-mse-plateau, best-mlp.
+        /// best-mlp and best-mlp-augmented): two-layer-sigmoid, two-layer-sigmoid-l2,
+        /// adam-dropout, three-layer-relu, one-hidden-relu (with its frozen variant),
+        /// deep-mse, deep-mse-plateau, best-mlp, best-mlp-augmented.
         name: String,
         /// Short runs (a few thousand examples, 1-2 epochs) to check the pipeline; bands
         /// are not judged.

@@ -1,27 +1,69 @@
 //! Weight constraints applied after each optimizer step.
 
+use faer::Par;
+use faer::utils::thread::{join_raw, parallelism_degree};
+
 use crate::{Float, Network};
+
+/// Weight rows per thread below which the projection stays on one thread.
+const MIN_PARALLEL_ROWS: usize = 64;
 
 /// Max-norm (Srivastava et al. 2014): every unit's incoming weight vector (a row of the
 /// `[out, in]` weight) is rescaled onto the ball of radius `c` if it left it. Biases are not
-/// constrained. Layers with `frozen[l] == true` are left alone.
-pub fn apply_max_norm<T: Float>(net: &mut Network<T>, c: f64, frozen: &[bool]) {
+/// constrained. Layers with `frozen[l] == true` are left alone. Rows are split between the
+/// threads of `par`; each row's norm is computed the same way on any thread.
+pub fn apply_max_norm<T: Float>(net: &mut Network<T>, c: f64, frozen: &[bool], par: Par) {
     for (l, layer) in net.layers_mut().iter_mut().enumerate() {
         if frozen.get(l).copied().unwrap_or(false) {
             continue;
         }
         let inputs = layer.inputs().max(1);
-        for row in layer.weight_slice_mut().chunks_exact_mut(inputs) {
-            let norm = row
-                .iter()
-                .map(|w| w.to_f64() * w.to_f64())
-                .sum::<f64>()
-                .sqrt();
-            if norm > c {
-                let shrink = T::from_f64(c / norm);
-                row.iter_mut().for_each(|w| *w *= shrink);
+        project_rows(layer.weight_slice_mut(), inputs, c, par);
+    }
+}
+
+fn project_rows<T: Float>(weight: &mut [T], inputs: usize, c: f64, par: Par) {
+    let rows = weight.len() / inputs;
+    if parallelism_degree(par) <= 1 || rows < 2 * MIN_PARALLEL_ROWS {
+        pulp::Arch::new().dispatch(|| {
+            for row in weight.chunks_exact_mut(inputs) {
+                project_row(row, c);
             }
+        });
+        return;
+    }
+    let (a, b) = weight.split_at_mut(rows / 2 * inputs);
+    join_raw(
+        |par| project_rows(a, inputs, c, par),
+        |par| project_rows(b, inputs, c, par),
+        par,
+    );
+}
+
+/// Rescales one row onto the ball of radius `c` if its norm exceeds `c`.
+#[inline(always)]
+fn project_row<T: Float>(row: &mut [T], c: f64) {
+    // Eight partial sums in f64, combined in a fixed order: one serial chain of f64 additions
+    // was the constraint's whole cost.
+    let mut lanes = [0.0f64; 8];
+    let chunks = row.chunks_exact(8);
+    let tail: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|w| w.to_f64() * w.to_f64())
+        .sum();
+    for chunk in chunks {
+        for (lane, w) in lanes.iter_mut().zip(chunk) {
+            *lane += w.to_f64() * w.to_f64();
         }
+    }
+    let sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+        + tail;
+    let norm = sum.sqrt();
+    if norm > c {
+        let shrink = T::from_f64(c / norm);
+        row.iter_mut().for_each(|w| *w *= shrink);
     }
 }
 
@@ -50,7 +92,10 @@ mod tests {
             Network::new(&arch, &[init], &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
         let before = net.clone();
         let c = 2.0;
-        apply_max_norm(&mut net, c, &[false, true]);
+        apply_max_norm(&mut net, c, &[false, true], Par::Seq);
+        let mut threaded = before.clone();
+        apply_max_norm(&mut threaded, c, &[false, true], Par::rayon(2));
+        assert_eq!(threaded, net, "identical for any thread count");
         let norm = |row: &[f64]| row.iter().map(|w| w * w).sum::<f64>().sqrt();
         let mut shrunk = 0;
         for (row, old) in net.layers()[0]

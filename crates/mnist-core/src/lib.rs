@@ -63,7 +63,7 @@
 //! let x = [0.1f32, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.6]; // 2 examples x 4 features, row-major
 //! let labels = [2u8, 0];
 //! let loss = compute_gradients(&net, &mut ws, &mut grads, &x, &labels, 2, &opts, &mut rng, Par::Seq)?;
-//! opt.step(&mut net, &grads, schedule.lr_at(1e-3, 0, 0))?;
+//! opt.step(&mut net, &grads, schedule.lr_at(1e-3, 0, 0), Par::Seq)?;
 //! assert!(loss.is_finite());
 //!
 //! let predicted = net.predict(&x, 2, Par::Seq)?;

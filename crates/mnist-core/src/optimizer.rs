@@ -10,9 +10,14 @@
 //!   p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)`
 //! * RMSprop: `v = a v + (1-a) g^2; p -= lr g / (sqrt(v) + eps)`
 
+use faer::Par;
+use faer::utils::thread::{join_raw, parallelism_degree};
 use serde::{Deserialize, Serialize};
 
 use crate::{CoreError, Float, Gradients, Network};
+
+/// Tensors shorter than twice this are updated on one thread: a hand-off costs more.
+const MIN_PARALLEL_LEN: usize = 1 << 15;
 
 /// Which update rule and its hyperparameters (the learning rate comes per step, from a
 /// [`crate::Schedule`]).
@@ -181,12 +186,15 @@ impl<T: Float> Optimizer<T> {
     }
 
     /// Applies one update with learning rate `lr` to every layer whose gradient is active
-    /// (frozen layers are skipped). Increments the step count. Does not allocate.
+    /// (frozen layers are skipped). Increments the step count. Does not allocate. Large
+    /// tensors are split between the threads of `par`; the update is element-wise, so the
+    /// result is the same for any thread count.
     pub fn step(
         &mut self,
         net: &mut Network<T>,
         grads: &Gradients<T>,
         lr: f64,
+        par: Par,
     ) -> Result<(), CoreError> {
         if !grads.fits(net.architecture()) {
             return Err(CoreError::BufferMismatch { what: "gradients" });
@@ -228,14 +236,45 @@ impl<T: Float> Optimizer<T> {
                     .get_mut(idx)
                     .map(Vec::as_mut_slice)
                     .unwrap_or_default();
-                update(cfg, t, lr, p, grad, m, v);
+                update_par(cfg, t, lr, p, grad, m, v, par);
             }
         }
         Ok(())
     }
 }
 
+/// [`update`] on halves of the tensor on the threads of `par`, each half compiled for the
+/// CPU's widest vectors through pulp.
+#[allow(clippy::too_many_arguments)]
+fn update_par<T: Float>(
+    cfg: OptimizerConfig,
+    t: u64,
+    lr: f64,
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    par: Par,
+) {
+    if parallelism_degree(par) <= 1 || p.len() < 2 * MIN_PARALLEL_LEN {
+        pulp::Arch::new().dispatch(|| update(cfg, t, lr, p, g, m, v));
+        return;
+    }
+    let half = p.len() / 2;
+    let (pa, pb) = p.split_at_mut(half);
+    let (ga, gb) = g.split_at(half.min(g.len()));
+    // Unused moment buffers are empty and stay so on both sides.
+    let (ma, mb) = m.split_at_mut(half.min(m.len()));
+    let (va, vb) = v.split_at_mut(half.min(v.len()));
+    join_raw(
+        |par| update_par(cfg, t, lr, pa, ga, ma, va, par),
+        |par| update_par(cfg, t, lr, pb, gb, mb, vb, par),
+        par,
+    );
+}
+
 /// One fused pass over a parameter tensor.
+#[inline(always)]
 fn update<T: Float>(
     cfg: OptimizerConfig,
     t: u64,

@@ -337,7 +337,7 @@ pub fn train_step<T: Float>(
     par: Par,
 ) -> Result<f64, CoreError> {
     let loss = compute_gradients(net, ws, grads, x, labels, batch, opts, rng, par)?;
-    optimizer.step(net, grads, lr)?;
+    optimizer.step(net, grads, lr, par)?;
     Ok(loss)
 }
 

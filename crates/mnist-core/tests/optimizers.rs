@@ -5,6 +5,7 @@
 //! `g1 = (w: [0.5, -1.0], b: 0.25)` at step 1 and `g2 = (w: [0.1, 0.2], b: -0.5)` at step 2.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic, like tests
 
+use mnist_core::faer::Par;
 use mnist_core::{
     Activation, Architecture, Dense, Gradients, Network, Optimizer, OptimizerConfig,
     OptimizerState, OutputHead,
@@ -37,10 +38,10 @@ fn run(config: OptimizerConfig) -> ([f64; 3], [f64; 3]) {
         [l.weight_slice()[0], l.weight_slice()[1], l.bias()[0]]
     };
     set(&mut grads, G1);
-    opt.step(&mut net, &grads, LR).unwrap();
+    opt.step(&mut net, &grads, LR, Par::Seq).unwrap();
     let after1 = params(&net);
     set(&mut grads, G2);
-    opt.step(&mut net, &grads, LR).unwrap();
+    opt.step(&mut net, &grads, LR, Par::Seq).unwrap();
     assert_eq!(opt.state().step, 2);
     (after1, params(&net))
 }
@@ -152,7 +153,7 @@ fn inactive_layers_are_not_updated() {
     set(&mut grads, G1);
     grads.layers_mut()[0].set_active(false);
     let mut opt = Optimizer::new(OptimizerConfig::adam(), &net).unwrap();
-    opt.step(&mut net, &grads, LR).unwrap();
+    opt.step(&mut net, &grads, LR, Par::Seq).unwrap();
     assert!(net.bit_identical(&before));
 }
 
@@ -205,4 +206,71 @@ fn bad_config_and_mismatched_state_are_errors() {
             nesterov: false
         }
     );
+}
+
+/// Tensors large enough to be split between threads get exactly the single-thread update,
+/// for every rule, f32 and with a constraint after each step.
+#[test]
+fn threaded_steps_match_single_threaded_ones_bit_for_bit() {
+    use rand::{Rng, SeedableRng};
+    let arch =
+        Architecture::uniform(vec![784, 300, 10], Activation::Relu, OutputHead::Softmax).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+    let weights = |n: usize, rng: &mut rand_chacha::ChaCha8Rng| -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-0.3..0.3)).collect()
+    };
+    let layers = vec![
+        Dense::from_parts(
+            784,
+            300,
+            weights(784 * 300, &mut rng),
+            weights(300, &mut rng),
+        )
+        .unwrap(),
+        Dense::from_parts(300, 10, weights(3000, &mut rng), weights(10, &mut rng)).unwrap(),
+    ];
+    let start = Network::from_layers(&arch, layers).unwrap().unwrap();
+    let mut grads = Gradients::<f32>::new(&arch);
+    for config in [
+        OptimizerConfig::Sgd,
+        OptimizerConfig::Momentum {
+            momentum: 0.9,
+            nesterov: true,
+        },
+        OptimizerConfig::adam(),
+        OptimizerConfig::RmsProp {
+            alpha: 0.99,
+            epsilon: 1e-8,
+        },
+    ] {
+        let mut nets = Vec::new();
+        for par in [Par::Seq, Par::rayon(2), Par::rayon(3)] {
+            let mut net = start.clone();
+            let mut opt = Optimizer::new(config, &net).unwrap();
+            let mut grad_rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+            for _ in 0..3 {
+                for l in grads.layers_mut() {
+                    l.weight_mut()
+                        .iter_mut()
+                        .for_each(|g| *g = grad_rng.random_range(-1.0..1.0));
+                    l.bias_mut()
+                        .iter_mut()
+                        .for_each(|g| *g = grad_rng.random_range(-1.0..1.0));
+                    l.set_active(true);
+                }
+                opt.step(&mut net, &grads, 0.05, par).unwrap();
+                mnist_core::apply_max_norm(&mut net, 3.0, &[], par);
+            }
+            nets.push(net);
+        }
+        assert!(!nets[0].bit_identical(&start), "{config:?} changed nothing");
+        assert!(
+            nets[0].bit_identical(&nets[1]),
+            "{config:?}: 2 threads differ"
+        );
+        assert!(
+            nets[0].bit_identical(&nets[2]),
+            "{config:?}: 3 threads differ"
+        );
+    }
 }

@@ -96,7 +96,9 @@ impl Setup {
         let lr = Schedule::constant()
             .with_warmup(3, mnist_core::Unit::Step)
             .lr_at(1e-3, 0, step);
-        self.opt.step(&mut self.net, &self.grads, lr).unwrap();
+        self.opt
+            .step(&mut self.net, &self.grads, lr, Par::Seq)
+            .unwrap();
     }
 
     fn inference(&mut self, batch: usize, preds: &mut [u8]) {

@@ -411,10 +411,24 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         for _ in 0..20_000 {
             let (x, y) = (rng.random_range(-40.0..70.0), rng.random_range(-40.0..70.0));
-            assert_eq!(bilinear(&image, x, y, 0.0), reference(&image, x, y), "({x}, {y})");
+            assert_eq!(
+                bilinear(&image, x, y, 0.0),
+                reference(&image, x, y),
+                "({x}, {y})"
+            );
         }
-        for (x, y) in [(-2.0, 3.0), (-1.0, -1.0), (27.0, 27.0), (27.5, 0.25), (28.0, 29.0)] {
-            assert_eq!(bilinear(&image, x, y, 0.0), reference(&image, x, y), "({x}, {y})");
+        for (x, y) in [
+            (-2.0, 3.0),
+            (-1.0, -1.0),
+            (27.0, 27.0),
+            (27.5, 0.25),
+            (28.0, 29.0),
+        ] {
+            assert_eq!(
+                bilinear(&image, x, y, 0.0),
+                reference(&image, x, y),
+                "({x}, {y})"
+            );
         }
         assert_eq!(bilinear(&image, f32::NAN, 3.0, 0.25), 0.25);
     }

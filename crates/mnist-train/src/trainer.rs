@@ -319,12 +319,7 @@ pub fn run(
                             .gather_into(&order[start..start + len], &mut x_buf, &mut y_buf);
                     }
                     if let Some(aug) = augmenter {
-                        aug.augment_batch(
-                            &mut x_buf,
-                            background,
-                            &mut augment_rng,
-                            opts.threads,
-                        );
+                        aug.augment_batch(&mut x_buf, background, &mut augment_rng, opts.threads);
                     }
                     if input_dropout {
                         // A dropped pixel becomes blank (the background value, 0 for x/255) and
@@ -360,9 +355,9 @@ pub fn run(
                     loss,
                 });
             }
-            optimizer.step(&mut net, &grads, lr)?;
+            optimizer.step(&mut net, &grads, lr, par)?;
             if let Some(c) = config.training.max_norm {
-                mnist_core::apply_max_norm(&mut net, c, &train_options.frozen);
+                mnist_core::apply_max_norm(&mut net, c, &train_options.frozen, par);
             }
             state.global_step += 1;
             state.epoch_loss_sum += loss;

@@ -99,7 +99,7 @@ impl Run {
         )
         .unwrap();
         let lr = self.schedule.lr_at(self.base_lr, epoch, self.step);
-        self.opt.step(&mut self.net, &self.grads, lr).unwrap();
+        self.opt.step(&mut self.net, &self.grads, lr, par).unwrap();
         self.step += 1;
         loss
     }
