@@ -211,24 +211,42 @@ fn resuming_from_a_checkpoint_equals_the_uninterrupted_run() {
 
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
-    let config = short("adam_dropout.json", 1024, 1);
-    let data = mnist_train::prepare_from(&config, mnist()).unwrap();
-    let models: Vec<Network<f32>> = [1, 2]
-        .iter()
-        .map(|&threads| {
-            let dir = tempfile::tempdir().unwrap();
-            let opts = RunOptions {
-                threads,
-                ..RunOptions::new(dir.path())
-            };
-            mnist_train::run(&config, &data, &opts).unwrap();
-            params(dir.path())
-        })
-        .collect();
-    assert!(
-        models[0].bit_identical(&models[1]),
-        "1 and 2 threads give different parameters"
-    );
+    let plain = short("adam_dropout.json", 1024, 1);
+    // Augmentation (split between threads per image), input dropout and max-norm too.
+    let mut augmented = plain.clone();
+    augmented.data.augmentation = Some(AugmentConfig {
+        translate: 1.0,
+        rotate_degrees: 15.0,
+        scale: 0.15,
+        elastic: Some(ElasticConfig {
+            alpha: 36.0,
+            sigma: 6.0,
+        }),
+    });
+    augmented.model.input_keep_prob = 0.8;
+    augmented.training.max_norm = Some(2.0);
+    for config in [plain, augmented] {
+        let data = mnist_train::prepare_from(&config, mnist()).unwrap();
+        let models: Vec<Network<f32>> = [1, 2, 3]
+            .iter()
+            .map(|&threads| {
+                let dir = tempfile::tempdir().unwrap();
+                let opts = RunOptions {
+                    threads,
+                    ..RunOptions::new(dir.path())
+                };
+                mnist_train::run(&config, &data, &opts).unwrap();
+                params(dir.path())
+            })
+            .collect();
+        for (threads, model) in [2, 3].iter().zip(&models[1..]) {
+            assert!(
+                models[0].bit_identical(model),
+                "1 and {threads} threads give different parameters ({:?})",
+                config.data.augmentation
+            );
+        }
+    }
 }
 
 #[test]
