@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Vectorized NumPy (and PyTorch/JAX where installed) versions of two reference recipes,
+"""Vectorized NumPy (and PyTorch and JAX where installed) versions of two reference recipes,
 timed per training epoch for `cargo xtask bench --peers`. Not a test, not a dependency.
 
 two-layer-sigmoid: 784-300 sigmoid-10 softmax, W ~ N(0,1), SGD lr 5, batch 1000 in fixed
@@ -127,6 +127,87 @@ def torch_epochs(x_sig, y_sig, x_adam, y_adam, threads):
     return out, f"torch {torch.__version__}"
 
 
+def jax_epochs(x_sig, y_sig, x_adam, y_adam, threads):
+    """The same two recipes as jit-compiled JAX steps (XLA on the CPU, float32)."""
+    # XLA's CPU backend sizes its pool from the cores; ask for `threads` where it listens.
+    os.environ.setdefault("XLA_FLAGS", f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={threads}")
+    import jax
+    import jax.numpy as jnp
+    key = jax.random.PRNGKey(0)
+    out = {}
+
+    xs, ys = jnp.asarray(x_sig), jnp.asarray(y_sig.astype(np.int32))
+    k1, k2, key = jax.random.split(key, 3)
+    sig_params = [jax.random.normal(k1, (784, 300), jnp.float32), jnp.zeros(300, jnp.float32),
+                  jax.random.normal(k2, (300, 10), jnp.float32), jnp.zeros(10, jnp.float32)]
+
+    def sig_loss(p, xb, yb):
+        h = jax.nn.sigmoid(xb @ p[0] + p[1])
+        logp = jax.nn.log_softmax(h @ p[2] + p[3])
+        return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
+
+    @jax.jit
+    def sig_step(p, start):
+        xb = jax.lax.dynamic_slice_in_dim(xs, start, 1000)
+        yb = jax.lax.dynamic_slice_in_dim(ys, start, 1000)
+        g = jax.grad(sig_loss)(p, xb, yb)
+        return [w - 5.0 * gw for w, gw in zip(p, g)]
+
+    def sig(steps=None):
+        nonlocal sig_params
+        n = len(x_sig) if steps is None else steps * 1000
+        for s in range(0, n, 1000):
+            sig_params = sig_step(sig_params, s)
+        jax.block_until_ready(sig_params)
+    out["two-layer-sigmoid"] = sig
+
+    xa, ya = jnp.asarray(x_adam), jnp.asarray(y_adam.astype(np.int32))
+    ks = jax.random.split(key, 4)
+    he = lambda k, i, o: jax.random.normal(k, (i, o), jnp.float32) * np.float32(np.sqrt(2.0 / i))
+    adam_params = [he(ks[0], 784, 400), jnp.zeros(400, jnp.float32), he(ks[1], 400, 100),
+                   jnp.zeros(100, jnp.float32), he(ks[2], 100, 10), jnp.zeros(10, jnp.float32)]
+    state = {"p": adam_params, "m": [jnp.zeros_like(w) for w in adam_params],
+             "v": [jnp.zeros_like(w) for w in adam_params], "t": 0, "key": ks[3]}
+
+    def adam_loss(p, xb, yb, key):
+        ka, kb = jax.random.split(key)
+        h1 = jax.nn.relu(xb @ p[0] + p[1])
+        h1 = jnp.where(jax.random.bernoulli(ka, 0.4, h1.shape), h1 / 0.4, 0.0)
+        h2 = jax.nn.relu(h1 @ p[2] + p[3])
+        h2 = jnp.where(jax.random.bernoulli(kb, 0.5, h2.shape), h2 / 0.5, 0.0)
+        logp = jax.nn.log_softmax(h2 @ p[4] + p[5])
+        return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
+
+    @jax.jit
+    def adam_step(p, m, v, t, ix, key):
+        g = jax.grad(adam_loss)(p, jnp.take(xa, ix, axis=0), jnp.take(ya, ix), key)
+        t = t + 1
+        m = [0.8 * mi + 0.2 * gi for mi, gi in zip(m, g)]
+        v = [0.999 * vi + 0.001 * gi * gi for vi, gi in zip(v, g)]
+        c1, c2 = 1.0 - 0.8 ** t, 1.0 - 0.999 ** t
+        p = [w - 0.005 * (mi / c1) / (jnp.sqrt(vi / c2) + 1e-8) for w, mi, vi in zip(p, m, v)]
+        return p, m, v
+
+    rng = np.random.default_rng(1)
+
+    def adam(steps=None):
+        order = rng.permutation(len(x_adam)).astype(np.int32)
+        n = len(x_adam) if steps is None else steps * 256
+        for s in range(0, n, 256):
+            state["key"], sub = jax.random.split(state["key"])
+            state["t"] += 1
+            state["p"], state["m"], state["v"] = adam_step(
+                state["p"], state["m"], state["v"], state["t"], order[s:s + 256], sub)
+        jax.block_until_ready(state["p"])
+    # Compile the last, shorter batch's shape too before timing.
+    tail = len(x_adam) % 256
+    if tail:
+        state["p"], state["m"], state["v"] = adam_step(
+            state["p"], state["m"], state["v"], 1, np.arange(tail, dtype=np.int32), state["key"])
+    out["adam-dropout"] = adam
+    return out, f"jax {jax.__version__} (XLA CPU)"
+
+
 def time_epoch(epoch, reps):
     epoch(steps=3)  # warm-up
     times = []
@@ -171,6 +252,14 @@ def main():
             runs.append({"recipe": recipe, "framework": name, "epoch_seconds": t})
     except ImportError:
         log("torch not installed: skipped")
+    try:
+        fns, name = jax_epochs(x_sig, y_sig, x_adam, y_adam, args.threads)
+        for recipe, fn in fns.items():
+            t = time_epoch(fn, args.reps)
+            log(f"{name} {recipe}: {t:.3f} s/epoch")
+            runs.append({"recipe": recipe, "framework": name, "epoch_seconds": t})
+    except ImportError:
+        log("jax not installed: skipped")
     print(json.dumps({"threads": args.threads, "blas": info, "runs": runs,
                       "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}}))
 
