@@ -244,22 +244,16 @@ def main():
         t = time_epoch(make(x, y, rng), args.reps)
         log(f"numpy {recipe}: {t:.3f} s/epoch")
         runs.append({"recipe": recipe, "framework": f"numpy {np.__version__}", "epoch_seconds": t})
-    try:
-        fns, name = torch_epochs(x_sig, y_sig, x_adam, y_adam, args.threads)
+    for framework, make in (("torch", torch_epochs), ("jax", jax_epochs)):
+        try:
+            fns, name = make(x_sig, y_sig, x_adam, y_adam, args.threads)
+        except ImportError:
+            log(f"{framework} not installed: skipped")
+            continue
         for recipe, fn in fns.items():
             t = time_epoch(fn, args.reps)
             log(f"{name} {recipe}: {t:.3f} s/epoch")
             runs.append({"recipe": recipe, "framework": name, "epoch_seconds": t})
-    except ImportError:
-        log("torch not installed: skipped")
-    try:
-        fns, name = jax_epochs(x_sig, y_sig, x_adam, y_adam, args.threads)
-        for recipe, fn in fns.items():
-            t = time_epoch(fn, args.reps)
-            log(f"{name} {recipe}: {t:.3f} s/epoch")
-            runs.append({"recipe": recipe, "framework": name, "epoch_seconds": t})
-    except ImportError:
-        log("jax not installed: skipped")
     print(json.dumps({"threads": args.threads, "blas": info, "runs": runs,
                       "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}}))
 
