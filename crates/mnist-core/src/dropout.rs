@@ -54,6 +54,9 @@ mod u128_string {
     }
 }
 
+/// Units masked per block of random words (1 KB on the stack).
+const MASK_BLOCK: usize = 256;
+
 /// Applies an inverted-dropout mask in place: each unit is kept with probability `keep`
 /// and then scaled by `1/keep` (so evaluation needs no rescaling), or zeroed.
 ///
@@ -68,12 +71,12 @@ pub fn apply_mask<T: Float>(
     if keep >= 1.0 {
         return;
     }
-    // keep in (0, 1): the threshold fits in u64 and is < 2^32.
-    let threshold = (keep * 4_294_967_296.0) as u64;
+    // keep in (0, 1): the threshold is < 2^32, so a draw is kept when it is below it.
+    let threshold = (keep * 4_294_967_296.0) as u32;
     let scale = T::from_f64(1.0 / keep);
     let zero = T::from_f64(0.0);
     // The draws come in blocks and the mask is a branch-free select: a branch per unit on a
-    // random bit mispredicts half the time. Same words in the same order as one draw per unit.
+    // random bit mispredicts often. Same words in the same order as one draw per unit.
     let mut bits = [0u32; MASK_BLOCK];
     pulp::Arch::new().dispatch(|| match deriv {
         Some(deriv) => {
@@ -85,7 +88,7 @@ pub fn apply_mask<T: Float>(
                 let bits = &mut bits[..o.len()];
                 rng.fill(bits);
                 for ((o, d), &b) in o.iter_mut().zip(d.iter_mut()).zip(bits.iter()) {
-                    let kept = u64::from(b) < threshold;
+                    let kept = b < threshold;
                     *o = if kept { *o * scale } else { zero };
                     *d = if kept { *d * scale } else { zero };
                 }
@@ -96,19 +99,12 @@ pub fn apply_mask<T: Float>(
                 let bits = &mut bits[..o.len()];
                 rng.fill(bits);
                 for (o, &b) in o.iter_mut().zip(bits.iter()) {
-                    *o = if u64::from(b) < threshold {
-                        *o * scale
-                    } else {
-                        zero
-                    };
+                    *o = if b < threshold { *o * scale } else { zero };
                 }
             }
         }
     })
 }
-
-/// Units masked per block of random words (1 KB on the stack).
-const MASK_BLOCK: usize = 256;
 
 #[cfg(test)]
 mod tests {

@@ -186,9 +186,10 @@ impl<T: Float> Optimizer<T> {
     }
 
     /// Applies one update with learning rate `lr` to every layer whose gradient is active
-    /// (frozen layers are skipped). Increments the step count. Does not allocate. Large
-    /// tensors are split between the threads of `par`; the update is element-wise, so the
-    /// result is the same for any thread count.
+    /// (frozen layers are skipped). Increments the step count. With `Par::Seq` it does not
+    /// allocate (a thread pool may, when it schedules work). Tensors of at least 64 Ki values
+    /// are split recursively in halves between the threads of `par`; the update is
+    /// element-wise, so the result is the same for any thread count.
     pub fn step(
         &mut self,
         net: &mut Network<T>,

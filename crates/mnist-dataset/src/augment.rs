@@ -3,8 +3,9 @@
 //! Steinkraus & Platt 2003: a random displacement field smoothed by a Gaussian of `sigma`
 //! pixels and scaled by `alpha`).
 //!
-//! Every draw comes from the caller's seeded RNG, so an augmented run repeats exactly. The
-//! [`Augmenter`] owns its scratch buffers: augmenting a batch allocates nothing.
+//! Every draw comes from the caller's seeded RNG, so an augmented run repeats exactly, on any
+//! number of threads. The [`Augmenter`] owns its scratch buffers (one set per worker, made on
+//! the first batch): later batches allocate nothing of their own.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -154,6 +155,7 @@ impl Augmenter {
     /// rayon pool. `background` is the value of an empty pixel in this data's normalization
     /// (0 for x/255, `-mean/std` standardized); it fills whatever moves in from outside the
     /// frame. `rng` gives one seed per batch; each image draws from its own stream of it.
+    /// `threads` 0 counts as 1. A tail shorter than one image is left as it is.
     pub fn augment_batch(
         &mut self,
         batch: &mut [f32],
@@ -175,8 +177,8 @@ impl Augmenter {
         let per_part = images.div_ceil(parts).max(1);
         let work = |part: usize, chunk: &mut [f32], scratch: &mut Scratch| {
             for (j, image) in chunk.chunks_exact_mut(PIXELS).enumerate() {
-                let mut image_rng = image_rng(batch_seed, part * per_part + j);
-                distort(config, kernel, scratch, image, background, &mut image_rng);
+                let mut rng = image_rng(batch_seed, part * per_part + j);
+                distort(config, kernel, scratch, image, background, &mut rng);
             }
         };
         let batch = &mut batch[..images * PIXELS];
@@ -210,9 +212,9 @@ impl Augmenter {
 /// One image's distortion: an affine map (translation, rotation, scale about the centre) plus
 /// the elastic field, sampled bilinearly from a copy of the image.
 fn distort(
-    c: &AugmentConfig,
+    config: &AugmentConfig,
     kernel: &[f32],
-    s: &mut Scratch,
+    scratch: &mut Scratch,
     image: &mut [f32],
     background: f32,
     rng: &mut ChaCha8Rng,
@@ -224,27 +226,44 @@ fn distort(
             0.0
         }
     };
-    let (tx, ty) = (uniform(c.translate), uniform(c.translate));
-    let angle = uniform(c.rotate_degrees).to_radians();
-    let scale = 1.0 + uniform(c.scale);
-    if let Some(e) = c.elastic {
+    let (tx, ty) = (uniform(config.translate), uniform(config.translate));
+    let angle = uniform(config.rotate_degrees).to_radians();
+    let scale = 1.0 + uniform(config.scale);
+    if let Some(e) = config.elastic {
         // Uniform in [-1, 1) from 24 random bits each, drawn in bulk: random_range per value
         // cost as much as the rest of the distortion.
-        rng.fill(&mut s.bits[..]);
-        for (v, &b) in s.dx.iter_mut().chain(s.dy.iter_mut()).zip(&s.bits) {
+        rng.fill(&mut scratch.bits[..]);
+        for (v, &b) in scratch
+            .dx
+            .iter_mut()
+            .chain(scratch.dy.iter_mut())
+            .zip(&scratch.bits)
+        {
             *v = (b >> 8) as f32 * (2.0 / (1u32 << 24) as f32) - 1.0;
         }
-        smooth(&mut s.dx, &mut s.tmp, &mut s.padded_row, kernel);
-        smooth(&mut s.dy, &mut s.tmp, &mut s.padded_row, kernel);
-        s.dx.iter_mut()
-            .chain(s.dy.iter_mut())
+        smooth(
+            &mut scratch.dx,
+            &mut scratch.tmp,
+            &mut scratch.padded_row,
+            kernel,
+        );
+        smooth(
+            &mut scratch.dy,
+            &mut scratch.tmp,
+            &mut scratch.padded_row,
+            kernel,
+        );
+        scratch
+            .dx
+            .iter_mut()
+            .chain(scratch.dy.iter_mut())
             .for_each(|v| *v *= e.alpha);
     }
     // Output pixel p samples the source at A^-1 (p - centre - t) + centre + elastic(p).
     let (sin, cos) = angle.sin_cos();
     let inv = 1.0 / scale;
-    s.source.copy_from_slice(image);
-    let elastic = c.elastic.is_some();
+    scratch.source.copy_from_slice(image);
+    let elastic = config.elastic.is_some();
     for (i, out) in image.iter_mut().enumerate() {
         let (px, py) = (
             (i % SIDE) as f32 - CENTRE - tx,
@@ -253,23 +272,27 @@ fn distort(
         let mut sx = inv * (cos * px + sin * py) + CENTRE;
         let mut sy = inv * (-sin * px + cos * py) + CENTRE;
         if elastic {
-            sx += s.dx[i];
-            sy += s.dy[i];
+            sx += scratch.dx[i];
+            sy += scratch.dy[i];
         }
-        *out = bilinear(&s.source, sx, sy, background);
+        *out = bilinear(&scratch.source, sx, sy, background);
     }
 }
 
 /// Bilinear sample of a 28x28 image at `(x, y)`; outside the frame is `background`.
 fn bilinear(image: &[f32], x: f32, y: f32, background: f32) -> f32 {
-    // Far outside the frame every neighbour is background, so clamping to [-2, SIDE + 1]
-    // changes nothing and lets a truncating cast floor (libm's floorf is a call on baseline
-    // x86-64). NaN maps to the background too.
+    // Beyond one pixel outside the frame every neighbour is background: return it directly
+    // (NaN too). Inside that range the floor is an integer cast corrected for negatives
+    // (libm's floorf is a call on baseline x86-64).
     let limit = SIDE as f32 + 1.0;
     if !(x > -2.0 && y > -2.0 && x < limit && y < limit) {
         return background;
     }
-    let (x0, y0) = ((x + 4.0) as i32 - 4, (y + 4.0) as i32 - 4);
+    let floor = |v: f32| {
+        let t = v as i32; // truncates toward zero
+        t - i32::from(v < t as f32)
+    };
+    let (x0, y0) = (floor(x), floor(y));
     let (fx, fy) = (x - x0 as f32, y - y0 as f32);
     let at = |xi: i32, yi: i32| -> f32 {
         if (0..SIDE as i32).contains(&xi) && (0..SIDE as i32).contains(&yi) {

@@ -75,7 +75,8 @@ pub struct RunOptions {
     pub out_dir: PathBuf,
     /// Continue from this checkpoint instead of starting afresh.
     pub resume: Option<PathBuf>,
-    /// Threads for the matrix products (1 = sequential). Results do not depend on it.
+    /// Threads for the matrix products, sparse kernels, augmentation, optimizer and max-norm
+    /// passes (1 = sequential). Results do not depend on it.
     pub threads: usize,
     /// No progress bar and no per-epoch log lines.
     pub quiet: bool,
