@@ -244,7 +244,7 @@ fn train_epoch(
                     .schedule
                     .lr_at(cfg.training.learning_rate, epochs_before, b as u64);
             compute_gradients(&net, &mut ws, &mut grads, x, y, len, &opts, &mut rng, par)?;
-            opt.step(&mut net, &grads, lr, par)?;
+            opt.step(&mut net, &grads, lr, mnist_core::step_par(len, par))?;
             if !timed && b >= 3 {
                 break;
             }

@@ -41,7 +41,7 @@ fn main() -> Result<(), CoreError> {
                     compute_gradients(
                         net, &mut ws, &mut grads, xb, yb, batch, &opts, &mut rng, par,
                     )?;
-                    opt.step(net, &grads, 1e-3, par)?;
+                    opt.step(net, &grads, 1e-3, mnist_core::step_par(batch, par))?;
                 }
                 Ok(())
             };

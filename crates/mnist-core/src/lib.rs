@@ -110,7 +110,7 @@ pub use serialize::{
 pub use sparse::InputPath;
 pub use train::{
     Evaluation, Gradients, LayerGradients, TrainOptions, compute_gradients, compute_loss, evaluate,
-    train_step,
+    step_par, train_step,
 };
 pub use workspace::Workspace;
 

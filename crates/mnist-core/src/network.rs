@@ -245,7 +245,7 @@ impl<T: Float> Network<T> {
         par: Par,
     ) {
         let n = self.layers.len();
-        let par = if batch < 8 { Par::Seq } else { par };
+        let par = crate::train::step_par(batch, par);
         let (policy, max_batch) = (ws.input_path(), ws.max_batch());
         let Workspace {
             layers: bufs,

@@ -11,6 +11,14 @@ use crate::{Architecture, CoreError, Float, Loss, Network, Optimizer, Workspace}
 /// Batches below this size run single-threaded: thread hand-offs would cost more than they save.
 const SMALL_BATCH: usize = 8;
 
+/// The parallelism for every pass of a step on `batch` examples: one thread for batches below
+/// 8 rows, else `par`. [`compute_gradients`] applies it itself; pass its result to
+/// [`Optimizer::step`] and [`crate::apply_max_norm`] too, since waking a second thread for each
+/// single-example step costs more than the whole update (results are the same either way).
+pub fn step_par(batch: usize, par: Par) -> Par {
+    if batch < SMALL_BATCH { Par::Seq } else { par }
+}
+
 /// What a training step computes besides the plain forward pass.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -202,7 +210,7 @@ pub fn compute_gradients<T: Float>(
 ) -> Result<f64, CoreError> {
     let first_active = check_train_inputs(net, ws, grads, x, labels, batch, opts)?;
     // A few examples are not worth waking other threads for (results are the same either way).
-    let par = if batch < SMALL_BATCH { Par::Seq } else { par };
+    let par = step_par(batch, par);
     let arch = net.architecture();
     let n = net.num_layers();
     let first_needed = first_active.unwrap_or(n);
@@ -337,7 +345,7 @@ pub fn train_step<T: Float>(
     par: Par,
 ) -> Result<f64, CoreError> {
     let loss = compute_gradients(net, ws, grads, x, labels, batch, opts, rng, par)?;
-    optimizer.step(net, grads, lr, par)?;
+    optimizer.step(net, grads, lr, step_par(batch, par))?;
     Ok(loss)
 }
 

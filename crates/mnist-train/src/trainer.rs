@@ -356,9 +356,10 @@ pub fn run(
                     loss,
                 });
             }
-            optimizer.step(&mut net, &grads, lr, par)?;
+            let update_par = mnist_core::step_par(len, par);
+            optimizer.step(&mut net, &grads, lr, update_par)?;
             if let Some(c) = config.training.max_norm {
-                mnist_core::apply_max_norm(&mut net, c, &train_options.frozen, par);
+                mnist_core::apply_max_norm(&mut net, c, &train_options.frozen, update_par);
             }
             state.global_step += 1;
             state.epoch_loss_sum += loss;
