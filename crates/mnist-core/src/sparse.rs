@@ -46,8 +46,8 @@ const MIN_ROWS_PER_TASK: usize = 16;
 const ROW_BLOCK: usize = 64;
 
 /// Rows per block of the backward kernel: a block's slice of one `delta` panel
-/// (`GRAD_BLOCK x PANEL` values, 32 KB in `f32`) stays in L1/L2 while its columns are summed.
-const GRAD_BLOCK: usize = 256;
+/// (`GRAD_BLOCK x PANEL` values, 16 KB in `f32`) stays in L1 while its columns are summed.
+const GRAD_BLOCK: usize = 128;
 
 /// How the first layer treats its input (see [`crate::Workspace::set_input_path`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -610,7 +610,8 @@ impl<T: Float> pulp::WithSimd for ForwardCall<'_, '_, T> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        self.kernel.kernel(self.first_row, self.out);
+        self.kernel
+            .kernel(self.first_row, self.out, group_lanes::<T, S>());
     }
 }
 
@@ -626,8 +627,13 @@ impl<T: Float> pulp::WithSimd for BackwardCall<'_, '_, T> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        self.kernel
-            .kernel(self.first_panel, self.gt, self.dt, self.grad);
+        self.kernel.kernel(
+            self.first_panel,
+            self.gt,
+            self.dt,
+            self.grad,
+            group_lanes::<T, S>(),
+        );
     }
 }
 
@@ -656,7 +662,7 @@ impl<T: Float> Forward<'_, T> {
     /// panel]` ([`panel_dot`]: four accumulators hide the FMA latency). A block's non-zeros are
     /// read from memory once and stay in cache for the other panels.
     #[inline(always)]
-    fn kernel(&self, first_row: usize, out: &mut [T]) {
+    fn kernel(&self, first_row: usize, out: &mut [T], lanes: usize) {
         let zero = T::from_f64(0.0);
         let n = self.outputs;
         let rows = out.len() / n;
@@ -686,7 +692,7 @@ impl<T: Float> Forward<'_, T> {
                     let (Some(ix), Some(vs)) = (self.idx.get(s..e), self.val.get(s..e)) else {
                         continue;
                     };
-                    let acc = panel_dot(init, cells, ix, vs);
+                    let acc = panel_dot(init, cells, ix, vs, lanes, w);
                     orow[o0..o0 + w].copy_from_slice(&acc[..w]);
                 }
             }
@@ -695,15 +701,65 @@ impl<T: Float> Forward<'_, T> {
 }
 
 /// `init + sum_k vs[k] * cells[ix[k]]`, terms `k mod 4` in four accumulators (hiding the FMA
-/// and load latencies) added at the end. The accumulators are arrays passed by value and
+/// and load latencies) added at the end.
+///
+/// Lanes are independent, so the panel is swept in groups of `lanes` outputs, each group over
+/// all the terms: four accumulators of a group must fit in half the vector registers (AVX2 has
+/// sixteen of 32 bytes, AVX-512 thirty-two of 64), or they spill to the stack on every term.
+/// Groups wholly past the `width` used outputs are skipped. Every lane is computed the same way
+/// whatever the grouping, so results do not depend on it.
+#[inline(always)]
+fn panel_dot<T: Float>(
+    init: [T; PANEL],
+    cells: &[[T; PANEL]],
+    ix: &[u32],
+    vs: &[T],
+    lanes: usize,
+    width: usize,
+) -> [T; PANEL] {
+    let mut out = init;
+    match lanes {
+        32.. => lane_group_dot::<T, 32>(&mut out, 0, cells, ix, vs),
+        16 => {
+            for off in (0..width.min(PANEL)).step_by(16) {
+                lane_group_dot::<T, 16>(&mut out, off, cells, ix, vs);
+            }
+        }
+        _ => {
+            for off in (0..width.min(PANEL)).step_by(8) {
+                lane_group_dot::<T, 8>(&mut out, off, cells, ix, vs);
+            }
+        }
+    }
+    out
+}
+
+/// Lanes `off..off + W` of [`panel_dot`]. The accumulators are arrays passed by value and
 /// indexed only by constants, so they live in registers.
 #[inline(always)]
-fn panel_dot<T: Float>(init: [T; PANEL], cells: &[[T; PANEL]], ix: &[u32], vs: &[T]) -> [T; PANEL] {
+fn lane_group_dot<T: Float, const W: usize>(
+    out: &mut [T; PANEL],
+    off: usize,
+    cells: &[[T; PANEL]],
+    ix: &[u32],
+    vs: &[T],
+) {
     let zero = T::from_f64(0.0);
-    let mut a = init;
-    let mut b = [zero; PANEL];
-    let mut c = [zero; PANEL];
-    let mut d = [zero; PANEL];
+    let Some(init) = out.get(off..off + W) else {
+        return;
+    };
+    let mut a = [zero; W];
+    a.copy_from_slice(init);
+    let mut b = [zero; W];
+    let mut c = [zero; W];
+    let mut d = [zero; W];
+    let lane = |cell: &[T; PANEL]| -> [T; W] {
+        let mut r = [zero; W];
+        if let Some(src) = cell.get(off..off + W) {
+            r.copy_from_slice(src);
+        }
+        r
+    };
     let (ix4, ix1) = ix.as_chunks::<4>();
     let (vs4, vs1) = vs.as_chunks::<4>();
     for (i, v) in ix4.iter().zip(vs4) {
@@ -715,7 +771,8 @@ fn panel_dot<T: Float>(init: [T; PANEL], cells: &[[T; PANEL]], ix: &[u32], vs: &
         ) else {
             break;
         };
-        for j in 0..PANEL {
+        let (w0, w1, w2, w3) = (lane(w0), lane(w1), lane(w2), lane(w3));
+        for j in 0..W {
             a[j] = w0[j].mul_add(v[0], a[j]);
             b[j] = w1[j].mul_add(v[1], b[j]);
             c[j] = w2[j].mul_add(v[2], c[j]);
@@ -724,15 +781,24 @@ fn panel_dot<T: Float>(init: [T; PANEL], cells: &[[T; PANEL]], ix: &[u32], vs: &
     }
     for (&i, &v) in ix1.iter().zip(vs1) {
         if let Some(w0) = cells.get(i as usize) {
-            for j in 0..PANEL {
+            let w0 = lane(w0);
+            for j in 0..W {
                 a[j] = w0[j].mul_add(v, a[j]);
             }
         }
     }
-    for j in 0..PANEL {
+    for j in 0..W {
         a[j] += b[j] + (c[j] + d[j]);
     }
-    a
+    if let Some(dst) = out.get_mut(off..off + W) {
+        dst.copy_from_slice(&a);
+    }
+}
+
+/// Lanes per group of [`panel_dot`] for vectors of `S`: four accumulators in eight registers.
+#[inline(always)]
+fn group_lanes<T: Float, S: pulp::Simd>() -> usize {
+    2 * core::mem::size_of::<S::f32s>() / T::BYTES
 }
 
 struct Backward<'a, T> {
@@ -766,7 +832,14 @@ impl<T: Float> Backward<'_, T> {
     /// val * delta[b, panel]` (in registers, in a fixed order: [`panel_dot`]) to
     /// `GT[i, panel]`; finally `GT` is transposed into `grad`.
     #[inline(always)]
-    fn kernel(&self, first_panel: usize, gt: &mut [T], dt: &mut [T], grad: &mut [T]) {
+    fn kernel(
+        &self,
+        first_panel: usize,
+        gt: &mut [T],
+        dt: &mut [T],
+        grad: &mut [T],
+        lanes: usize,
+    ) {
         let zero = T::from_f64(0.0);
         let n = self.outputs;
         let inputs = self.inputs;
@@ -815,7 +888,7 @@ impl<T: Float> Backward<'_, T> {
                     let (Some(rs), Some(vs)) = (self.crow.get(s..e), self.cval.get(s..e)) else {
                         continue;
                     };
-                    *cell = panel_dot(*cell, dcells, rs, vs);
+                    *cell = panel_dot(*cell, dcells, rs, vs, lanes, w);
                 }
             }
         }
