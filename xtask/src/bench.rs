@@ -36,6 +36,14 @@ pub struct Settings {
     /// Also run the Python peers under `bench/`.
     pub peers: bool,
     pub bench_dir: PathBuf,
+    /// Measure only this part (a recipe name), for quick comparisons.
+    pub only: Option<String>,
+}
+
+impl Settings {
+    fn wants(&self, part: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == part)
+    }
 }
 
 fn par_for(threads: usize) -> Par {
@@ -251,8 +259,11 @@ fn train_epoch(
         }
         Ok(t.elapsed().as_secs_f64())
     };
-    run(false)?; // warm-up: buffers, faer's packing memory, sparse panels
-    run(true)
+    // As the trainer does: the whole run inside one pool of the run's threads.
+    mnist_core::with_thread_pool(par, || -> anyhow::Result<f64> {
+        run(false)?; // warm-up: buffers, faer's packing memory, sparse panels
+        run(true)
+    })
 }
 
 fn eval_pass(r: &Recipe, path: InputPath, par: Par, reps: usize) -> anyhow::Result<f64> {
@@ -263,16 +274,18 @@ fn eval_pass(r: &Recipe, path: InputPath, par: Par, reps: usize) -> anyhow::Resu
     let mut ws = net.workspace(cfg.evaluation.batch_size);
     ws.set_input_path(path);
     let train = &r.data.train;
-    median_time(reps, || {
-        evaluate(
-            &net,
-            &mut ws,
-            train.features(),
-            train.labels(),
-            cfg.training.loss,
-            par,
-        )?;
-        Ok(())
+    mnist_core::with_thread_pool(par, || {
+        median_time(reps, || {
+            evaluate(
+                &net,
+                &mut ws,
+                train.features(),
+                train.labels(),
+                cfg.training.loss,
+                par,
+            )?;
+            Ok(())
+        })
     })
 }
 
@@ -339,7 +352,13 @@ pub fn run(settings: &Settings) -> anyhow::Result<Value> {
         commit()
     );
     let mut recipes_json = Vec::new();
-    for file in ["two_layer_sigmoid.json", "adam_dropout.json"] {
+    for (part, file) in [
+        ("two-layer-sigmoid", "two_layer_sigmoid.json"),
+        ("adam-dropout", "adam_dropout.json"),
+    ] {
+        if !settings.wants(part) {
+            continue;
+        }
         let r = load_recipe(&settings.configs_dir, file, &mnist)?;
         let sizes = r.config.architecture()?.sizes.clone();
         let n = r.data.train.len();
@@ -439,36 +458,14 @@ pub fn run(settings: &Settings) -> anyhow::Result<Value> {
         }));
     }
 
-    // Batch 1: three-layer-relu, single-example SGD steps.
-    let r = load_recipe(&settings.configs_dir, "three_layer_relu.json", &mnist)?;
-    let steps = if settings.quick { 2_000 } else { 10_000 };
-    let t = train_epoch(&r, InputPath::Auto, par, Some(steps), 0)?;
-    let per_s = steps as f64 / t;
-    println!(
-        "\n{} batch 1: {per_s:.0} steps/s ({:.2} us/step) -> {:.2} s per 60,000-step epoch",
-        r.name,
-        1e6 / per_s,
-        60_000.0 / per_s
-    );
-    let batch1 = json!({ "recipe": r.name, "steps_timed": steps, "steps_per_second": per_s, "epoch_seconds_60k": 60_000.0 / per_s });
-
-    // Full batch: deep-mse, a few iterations.
-    let r = load_recipe(&settings.configs_dir, "deep_mse.json", &mnist)?;
-    let iters = if settings.quick { 2 } else { 5 };
-    let t = train_epoch(&r, InputPath::Auto, par, Some(iters), 0)? / iters as f64;
-    let sizes = r.config.architecture()?.sizes.clone();
-    let n = r.data.train.len();
-    let limit = dense_limit(&sizes, n, 1000, par);
-    println!(
-        "{} full batch ({n}): {t:.3} s/iteration ({:.2} x dense limit {:.3} s) -> {:.0} s per 2,000 iterations",
-        r.name,
-        t / limit.step,
-        limit.step,
-        t * 2000.0
-    );
-    let full = json!({ "recipe": r.name, "seconds_per_iteration": t, "dense_limit_seconds": limit.step,
-                       "ratio_to_dense_limit": t / limit.step, "run_seconds_2000": t * 2000.0 });
-
+    let mut batch1 = Value::Null;
+    let mut full = Value::Null;
+    if settings.wants("three-layer-relu") {
+        batch1 = bench_batch1(settings, &mnist, par)?;
+    }
+    if settings.wants("deep-mse") {
+        full = bench_full_batch(settings, &mnist, par)?;
+    }
     let mut report = json!({
         "machine": machine, "threads": settings.threads, "commit": commit(),
         "recipes": recipes_json, "batch1": batch1, "full_batch": full,
@@ -483,6 +480,44 @@ pub fn run(settings: &Settings) -> anyhow::Result<Value> {
         .with_context(|| format!("writing {}", settings.json.display()))?;
     println!("\nwritten {}", settings.json.display());
     Ok(report)
+}
+
+/// Batch 1: three-layer-relu, single-example SGD steps.
+fn bench_batch1(settings: &Settings, mnist: &Mnist, par: Par) -> anyhow::Result<Value> {
+    let r = load_recipe(&settings.configs_dir, "three_layer_relu.json", mnist)?;
+    let steps = if settings.quick { 2_000 } else { 10_000 };
+    let t = train_epoch(&r, InputPath::Auto, par, Some(steps), 0)?;
+    let per_s = steps as f64 / t;
+    println!(
+        "\n{} batch 1: {per_s:.0} steps/s ({:.2} us/step) -> {:.2} s per 60,000-step epoch",
+        r.name,
+        1e6 / per_s,
+        60_000.0 / per_s
+    );
+    Ok(
+        json!({ "recipe": r.name, "steps_timed": steps, "steps_per_second": per_s, "epoch_seconds_60k": 60_000.0 / per_s }),
+    )
+}
+
+/// Full batch: deep-mse, a few iterations.
+fn bench_full_batch(settings: &Settings, mnist: &Mnist, par: Par) -> anyhow::Result<Value> {
+    let r = load_recipe(&settings.configs_dir, "deep_mse.json", mnist)?;
+    let iters = if settings.quick { 2 } else { 5 };
+    let t = train_epoch(&r, InputPath::Auto, par, Some(iters), 0)? / iters as f64;
+    let sizes = r.config.architecture()?.sizes.clone();
+    let n = r.data.train.len();
+    let limit = dense_limit(&sizes, n, 1000, par);
+    println!(
+        "{} full batch ({n}): {t:.3} s/iteration ({:.2} x dense limit {:.3} s) -> {:.0} s per 2,000 iterations",
+        r.name,
+        t / limit.step,
+        limit.step,
+        t * 2000.0
+    );
+    Ok(
+        json!({ "recipe": r.name, "seconds_per_iteration": t, "dense_limit_seconds": limit.step,
+                "ratio_to_dense_limit": t / limit.step, "run_seconds_2000": t * 2000.0 }),
+    )
 }
 
 /// Runs `bench/peers.py` (NumPy, plus PyTorch/JAX where installed) and prints ours / theirs.

@@ -53,6 +53,10 @@ enum Command {
         /// ours / theirs.
         #[arg(long)]
         peers: bool,
+        /// Measure only this part: two-layer-sigmoid, adam-dropout, three-layer-relu (batch 1)
+        /// or deep-mse (full batch).
+        #[arg(long, value_parser = ["two-layer-sigmoid", "adam-dropout", "three-layer-relu", "deep-mse"])]
+        only: Option<String>,
     },
 }
 
@@ -82,6 +86,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             quick,
             peers,
+            only,
         } => {
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -92,6 +97,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 quick,
                 peers,
                 bench_dir: workspace_root().join("bench"),
+                only,
             };
             bench::run(&settings)?;
             Ok(ExitCode::SUCCESS)

@@ -64,9 +64,40 @@ const MASK_BLOCK: usize = 256;
 /// per unit, in row-major order, compared against `keep * 2^32`. `keep >= 1` draws nothing.
 pub fn apply_mask<T: Float>(
     out: &mut [T],
-    deriv: Option<&mut [T]>,
+    mut deriv: Option<&mut [T]>,
     keep: f64,
     rng: &mut ChaCha8Rng,
+) {
+    if keep >= 1.0 {
+        return;
+    }
+    // The draws come in blocks: same words in the same order as one draw per unit.
+    let mut bits = [0u32; MASK_BLOCK];
+    for (k, o) in out.chunks_mut(MASK_BLOCK).enumerate() {
+        let bits = &mut bits[..o.len()];
+        rng.fill(bits);
+        let d = deriv
+            .as_deref_mut()
+            .and_then(|d| d.get_mut(k * MASK_BLOCK..k * MASK_BLOCK + o.len()));
+        apply_mask_words(o, d, bits, keep);
+    }
+}
+
+/// Fills `words` with the random words of a dropout mask, one per unit in row-major order
+/// (the words [`apply_mask`] would draw for as many units).
+pub(crate) fn draw_mask_words(words: &mut [u32], rng: &mut ChaCha8Rng) {
+    rng.fill(words);
+}
+
+/// Applies the mask given by `words` (one per unit of `out`, as [`draw_mask_words`] drew them)
+/// to `out` and `deriv` (if given): a unit is kept and scaled by `1/keep` when its word is below
+/// `keep * 2^32`, else zeroed. Branch-free selects: a branch per unit on a random bit would
+/// mispredict half the time. `keep >= 1` changes nothing.
+pub(crate) fn apply_mask_words<T: Float>(
+    out: &mut [T],
+    deriv: Option<&mut [T]>,
+    words: &[u32],
+    keep: f64,
 ) {
     if keep >= 1.0 {
         return;
@@ -75,32 +106,17 @@ pub fn apply_mask<T: Float>(
     let threshold = (keep * 4_294_967_296.0) as u32;
     let scale = T::from_f64(1.0 / keep);
     let zero = T::from_f64(0.0);
-    // The draws come in blocks and the mask is a branch-free select: a branch per unit on a
-    // random bit mispredicts often. Same words in the same order as one draw per unit.
-    let mut bits = [0u32; MASK_BLOCK];
     pulp::Arch::new().dispatch(|| match deriv {
         Some(deriv) => {
-            let n = out.len().min(deriv.len());
-            for (o, d) in out[..n]
-                .chunks_mut(MASK_BLOCK)
-                .zip(deriv[..n].chunks_mut(MASK_BLOCK))
-            {
-                let bits = &mut bits[..o.len()];
-                rng.fill(bits);
-                for ((o, d), &b) in o.iter_mut().zip(d.iter_mut()).zip(bits.iter()) {
-                    let kept = b < threshold;
-                    *o = if kept { *o * scale } else { zero };
-                    *d = if kept { *d * scale } else { zero };
-                }
+            for ((o, d), &b) in out.iter_mut().zip(deriv.iter_mut()).zip(words) {
+                let kept = b < threshold;
+                *o = if kept { *o * scale } else { zero };
+                *d = if kept { *d * scale } else { zero };
             }
         }
         None => {
-            for o in out.chunks_mut(MASK_BLOCK) {
-                let bits = &mut bits[..o.len()];
-                rng.fill(bits);
-                for (o, &b) in o.iter_mut().zip(bits.iter()) {
-                    *o = if b < threshold { *o * scale } else { zero };
-                }
+            for (o, &b) in out.iter_mut().zip(words) {
+                *o = if b < threshold { *o * scale } else { zero };
             }
         }
     })

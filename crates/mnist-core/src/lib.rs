@@ -85,6 +85,7 @@ mod loss;
 mod network;
 pub mod optimizer;
 mod preprocessing;
+mod rows;
 pub mod schedule;
 pub mod serialize;
 mod sparse;
@@ -103,6 +104,7 @@ pub use loss::Loss;
 pub use network::{Network, Outputs, argmax};
 pub use optimizer::{Optimizer, OptimizerConfig, OptimizerState};
 pub use preprocessing::Preprocessing;
+pub use rows::with_thread_pool;
 pub use schedule::{Decay, Schedule, Unit, Warmup};
 pub use serialize::{
     SavedModel, from_safetensors_bytes, load_model, save_model, to_safetensors_bytes,

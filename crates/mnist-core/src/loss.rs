@@ -159,6 +159,26 @@ impl Loss {
         if width == 0 || m == 0 {
             return 0.0;
         }
+        self.gradient_rows(head, outputs, labels, width, eps, m, grad);
+        self.sum_smoothed(head, logits, outputs, labels, width, eps) / m as f64
+    }
+
+    /// The gradient part of [`Loss::mean_and_gradient_smoothed`] for some rows of a batch of
+    /// `m` examples (the mean's divisor): `d(mean loss)/d(logits)` of these rows into `grad`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gradient_rows<T: Float>(
+        self,
+        head: OutputHead,
+        outputs: &[T],
+        labels: &[u8],
+        width: usize,
+        eps: f64,
+        m: usize,
+        grad: &mut [T],
+    ) {
+        if width == 0 || m == 0 {
+            return;
+        }
         let inv_m = T::from_f64(1.0 / m as f64);
         let one = T::from_f64(1.0);
         let zero = T::from_f64(0.0);
@@ -204,7 +224,6 @@ impl Loss {
                 }
             }
         }
-        self.sum_smoothed(head, logits, outputs, labels, width, eps) / m as f64
     }
 }
 

@@ -3,7 +3,8 @@
 use faer::{MatRef, Par};
 use rand_chacha::ChaCha8Rng;
 
-use crate::dropout::apply_mask;
+use crate::dropout::{apply_mask_words, draw_mask_words};
+use crate::rows::{Rows, RowsMut, for_chunks};
 use crate::{Architecture, ArchitectureError, CoreError, Dense, Float, LayerInit, Workspace, init};
 
 /// A fully connected network over scalar `T` (`f32` or `f64`).
@@ -251,54 +252,97 @@ impl<T: Float> Network<T> {
             layers: bufs,
             logits,
             sparse,
+            mask_words,
             ..
         } = ws;
         // The first layer's path (sparse kernels or one GEMM) is chosen on this batch's density.
         sparse.prepare(x, batch, self.inputs(), max_batch, policy, par);
-        let mut affine = |l: usize, layer: &Dense<T>, input: &[T], z: &mut [T]| {
-            if l == 0 && sparse.background.is_some() {
-                sparse.affine(layer.weight_slice(), layer.bias(), layer.inputs(), z, par);
-            } else {
-                layer.affine(input, batch, z, par);
-            }
-        };
+        let x = x.get(..batch * self.inputs()).unwrap_or(x);
         for (l, layer) in self.layers.iter().enumerate() {
             let (below, rest) = bufs.split_at_mut(l);
             let Some(cur) = rest.first_mut() else { return };
-            let input: &[T] = match l.checked_sub(1).and_then(|p| below.get(p)) {
-                Some(prev) => &prev.out[..batch * layer.inputs()],
-                None => x,
-            };
-            let width = layer.outputs();
+            let (inputs, width) = (layer.inputs(), layer.outputs());
+            let input = Rows::new(
+                match l.checked_sub(1).and_then(|p| below.get(p)) {
+                    Some(prev) => &prev.out[..batch * inputs],
+                    None => x,
+                },
+                inputs,
+            );
             let len = batch * width;
-            if l + 1 == n {
-                let z = &mut logits[..len];
-                affine(l, layer, input, z);
-                self.arch.output.apply_rows(z, &mut cur.out[..len], width);
-            } else {
-                let act = self
-                    .arch
-                    .hidden_activations
-                    .get(l)
-                    .copied()
-                    .unwrap_or(crate::Activation::Identity);
-                let out = &mut cur.out[..len];
-                affine(l, layer, input, out);
-                match train.as_mut() {
-                    None => act.forward_in_place(out),
-                    Some(t) => {
-                        let keep = t.keep_prob.get(l).copied().unwrap_or(1.0);
-                        if l >= t.first_needed {
-                            let deriv = &mut cur.deriv[..len];
-                            act.forward_with_derivative(out, deriv);
-                            apply_mask(out, Some(deriv), keep, t.rng);
-                        } else {
-                            act.forward_in_place(out);
-                            apply_mask(out, None, keep, t.rng);
-                        }
-                    }
-                }
+            let sparse_input = l == 0 && sparse.background.is_some();
+            if sparse_input {
+                sparse.prepare_affine(layer.weight_slice(), layer.bias(), inputs);
             }
+            let sparse = &*sparse;
+            // z = x W^T + b for the rows of one chunk (`first` is the chunk's first row).
+            let affine = |first: usize, input: &[T], z: &mut [T], inner: Par| {
+                if sparse_input {
+                    sparse.affine_rows(inputs, width, first, z, inner);
+                } else {
+                    layer.affine(input, z.len() / width.max(1), z, inner);
+                }
+            };
+            if l + 1 == n {
+                let head = self.arch.output;
+                let parts = (
+                    input,
+                    RowsMut::new(&mut logits[..len], width),
+                    RowsMut::new(&mut cur.out[..len], width),
+                );
+                for_chunks(batch, parts, par, &|_, rows, (input, z, out), inner| {
+                    affine(rows.start, input.data, z.data, inner);
+                    head.apply_rows(z.data, out.data, width);
+                });
+                return;
+            }
+            let act = self
+                .arch
+                .hidden_activations
+                .get(l)
+                .copied()
+                .unwrap_or(crate::Activation::Identity);
+            let (keep, with_deriv) = match train.as_mut() {
+                None => (1.0, false),
+                Some(t) => (
+                    t.keep_prob.get(l).copied().unwrap_or(1.0),
+                    l >= t.first_needed,
+                ),
+            };
+            // The mask's words for the whole layer are drawn first, in row-major order (the
+            // same stream on any split), then each chunk applies its rows' words.
+            let words = match train.as_mut() {
+                Some(t) if keep < 1.0 => {
+                    if mask_words.len() < len {
+                        mask_words.resize(len.max(max_batch * width), 0);
+                    }
+                    draw_mask_words(&mut mask_words[..len], t.rng);
+                    Some(Rows::new(&mask_words[..len], width))
+                }
+                _ => None,
+            };
+            let deriv = with_deriv.then(|| RowsMut::new(&mut cur.deriv[..len], width));
+            let parts = (
+                input,
+                RowsMut::new(&mut cur.out[..len], width),
+                deriv,
+                words,
+            );
+            for_chunks(
+                batch,
+                parts,
+                par,
+                &|_, rows, (input, out, mut deriv, words), inner| {
+                    affine(rows.start, input.data, out.data, inner);
+                    match deriv.as_mut() {
+                        Some(d) => act.forward_with_derivative(out.data, d.data),
+                        None => act.forward_in_place(out.data),
+                    }
+                    if let Some(words) = words {
+                        apply_mask_words(out.data, deriv.map(|d| d.data), words.data, keep);
+                    }
+                },
+            );
         }
     }
 }

@@ -184,16 +184,10 @@ impl<T: Float> SparseInput<T> {
         self.background = Some(c);
     }
 
-    /// `z = x W^T + b` for the batch compressed by [`Self::prepare`] (`weight` row-major
-    /// `[outputs, inputs]`, `z` row-major `batch x outputs`).
-    pub(crate) fn affine(
-        &mut self,
-        weight: &[T],
-        bias: &[T],
-        inputs: usize,
-        z: &mut [T],
-        par: Par,
-    ) {
+    /// Readies the first layer's weight for [`Self::affine_rows`]: `W^T` in panels and the
+    /// per-output constant `b + c * rowsum(W)` (`weight` row-major `[outputs, inputs]`). Does
+    /// nothing unless the last [`Self::prepare`] chose the sparse path.
+    pub(crate) fn prepare_affine(&mut self, weight: &[T], bias: &[T], inputs: usize) {
         let outputs = bias.len();
         let Some(c) = self.background else { return };
         if outputs == 0 || inputs == 0 {
@@ -218,6 +212,22 @@ impl<T: Float> SparseInput<T> {
             self.init.push(b + corr);
         }
         transpose_into_panels(weight, inputs, outputs, &mut self.wt);
+    }
+
+    /// `z = x W^T + b` for rows `first_row..` of the batch compressed by [`Self::prepare`]
+    /// (`z` row-major, as many rows as it holds, `outputs` wide), after
+    /// [`Self::prepare_affine`]. Each row is computed the same way whatever the split.
+    pub(crate) fn affine_rows(
+        &self,
+        inputs: usize,
+        outputs: usize,
+        first_row: usize,
+        z: &mut [T],
+        par: Par,
+    ) {
+        if self.background.is_none() || outputs == 0 || inputs == 0 {
+            return;
+        }
         let rows = z.len() / outputs;
         let task = Forward {
             row_ptr: &self.row_ptr,
@@ -228,7 +238,7 @@ impl<T: Float> SparseInput<T> {
             inputs,
             outputs,
         };
-        split_rows(z, outputs, 0, rows, par, &task);
+        split_rows(z, outputs, first_row, rows, par, &task);
     }
 
     /// Layer 0's weight gradient `delta^T x` into `grad` (row-major `[outputs, inputs]`) for the
@@ -832,14 +842,7 @@ impl<T: Float> Backward<'_, T> {
     /// val * delta[b, panel]` (in registers, in a fixed order: [`panel_dot`]) to
     /// `GT[i, panel]`; finally `GT` is transposed into `grad`.
     #[inline(always)]
-    fn kernel(
-        &self,
-        first_panel: usize,
-        gt: &mut [T],
-        dt: &mut [T],
-        grad: &mut [T],
-        lanes: usize,
-    ) {
+    fn kernel(&self, first_panel: usize, gt: &mut [T], dt: &mut [T], grad: &mut [T], lanes: usize) {
         let zero = T::from_f64(0.0);
         let n = self.outputs;
         let inputs = self.inputs;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dense::gemm;
 use crate::network::TrainPass;
+use crate::rows::{Rows, RowsMut, for_chunks};
 use crate::{Architecture, CoreError, Float, Loss, Network, Optimizer, Workspace};
 
 /// Batches below this size run single-threaded: thread hand-offs would cost more than they save.
@@ -232,29 +233,41 @@ pub fn compute_gradients<T: Float>(
         layers: bufs,
         logits,
         sparse,
+        row_loss,
         ..
     } = ws;
-    let data_loss = match bufs.last_mut() {
-        Some(last) if first_active.is_some() => opts.loss.mean_and_gradient_smoothed(
-            arch.output,
-            &logits[..len],
-            &last.out[..len],
-            labels,
-            width,
-            opts.label_smoothing,
-            &mut last.delta[..len],
-        ),
-        Some(last) => {
-            opts.loss.sum_smoothed(
-                arch.output,
-                &logits[..len],
-                &last.out[..len],
-                labels,
-                width,
-                opts.label_smoothing,
-            ) / batch.max(1) as f64
+    let (loss, head, eps) = (opts.loss, arch.output, opts.label_smoothing);
+    let data_loss = match (bufs.last_mut(), row_loss.get_mut(..batch)) {
+        (Some(last), Some(row_loss)) if width > 0 => {
+            // Each chunk: its rows' output deltas and losses; the losses are summed in row
+            // order afterwards, so the total does not depend on the split.
+            let grad = first_active
+                .is_some()
+                .then(|| RowsMut::new(&mut last.delta[..len], width));
+            let parts = (
+                Rows::new(&logits[..len], width),
+                Rows::new(&last.out[..len], width),
+                Rows::new(labels, 1),
+                grad,
+                RowsMut::new(row_loss, 1),
+            );
+            for_chunks(batch, parts, par, &|_, _, (z, a, y, grad, rl), _| {
+                if let Some(g) = grad {
+                    loss.gradient_rows(head, a.data, y.data, width, eps, batch, g.data);
+                }
+                for (((zr, ar), yr), l) in z
+                    .data
+                    .chunks_exact(width)
+                    .zip(a.data.chunks_exact(width))
+                    .zip(y.data.chunks_exact(1))
+                    .zip(rl.data.iter_mut())
+                {
+                    *l = loss.sum_smoothed(head, zr, ar, yr, width, eps);
+                }
+            });
+            row_loss.iter().sum::<f64>() / batch.max(1) as f64
         }
-        None => 0.0,
+        _ => 0.0,
     };
 
     let zero = T::from_f64(0.0);
@@ -305,18 +318,24 @@ pub fn compute_gradients<T: Float>(
         if l > first_needed
             && let Some(p) = prev
         {
-            // delta_{l-1} = (delta W) * f'(z_{l-1}) * mask.
-            let pd = &mut p.delta[..batch * inp];
-            gemm(
-                MatMut::from_row_major_slice_mut(pd, batch, inp),
-                Accum::Replace,
-                MatRef::from_row_major_slice(delta, batch, out),
-                layer.weight(),
-                par,
+            // delta_{l-1} = (delta W) * f'(z_{l-1}) * mask, chunk by chunk of rows.
+            let weight = layer.weight();
+            let parts = (
+                Rows::new(delta, out),
+                RowsMut::new(&mut p.delta[..batch * inp], inp),
+                Rows::new(&p.deriv[..batch * inp], inp),
             );
-            pd.iter_mut()
-                .zip(&p.deriv[..batch * inp])
-                .for_each(|(d, &f)| *d *= f);
+            for_chunks(batch, parts, par, &|_, rows, (d, pd, f), inner| {
+                let r = rows.len();
+                gemm(
+                    MatMut::from_row_major_slice_mut(pd.data, r, inp),
+                    Accum::Replace,
+                    MatRef::from_row_major_slice(d.data, r, out),
+                    weight,
+                    inner,
+                );
+                pd.data.iter_mut().zip(f.data).for_each(|(d, &f)| *d *= f);
+            });
         }
     }
 

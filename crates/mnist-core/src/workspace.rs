@@ -17,6 +17,10 @@ pub struct Workspace<T> {
     pub(crate) logits: Vec<T>,
     /// The first layer's compressed input and panels (allocated on first sparse use).
     pub(crate) sparse: SparseInput<T>,
+    /// One hidden layer's dropout-mask words (allocated on the first step with dropout).
+    pub(crate) mask_words: Vec<u32>,
+    /// Per example: its loss, summed in row order after the rows are done in parallel.
+    pub(crate) row_loss: Vec<f64>,
     input_path: InputPath,
 }
 
@@ -57,6 +61,8 @@ impl<T: Float> Workspace<T> {
             layers,
             logits: vec![zero; max_batch * arch.outputs()],
             sparse: SparseInput::default(),
+            mask_words: Vec::new(),
+            row_loss: vec![0.0; max_batch],
             input_path: InputPath::Auto,
         }
     }

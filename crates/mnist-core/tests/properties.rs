@@ -112,19 +112,21 @@ fn gradients_bits(sizes: &[usize], batch: usize, seed: u64, par: faer::Par) -> V
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
-    /// Gradients are bit-identical on one thread and on two, over shapes that take faer's
-    /// matrix-vector, small-matrix and blocked GEMM paths.
+    /// Gradients are bit-identical on one, two and three threads, over shapes that take faer's
+    /// matrix-vector, small-matrix and blocked GEMM paths, and batches of one to four chunks.
     #[test]
     fn gradients_do_not_depend_on_thread_count(
         inputs in prop_oneof![1usize..8, 200usize..400],
         hidden in prop_oneof![1usize..8, 100usize..300],
         outputs in 1usize..11,
-        batch in prop_oneof![Just(1usize), 2usize..9, 60usize..140],
+        batch in prop_oneof![Just(1usize), 2usize..9, 60usize..300],
         seed in any::<u64>(),
     ) {
         let sizes = [inputs, hidden, hidden, outputs];
         let seq = gradients_bits(&sizes, batch, seed, faer::Par::Seq);
         let par = gradients_bits(&sizes, batch, seed, faer::Par::rayon(2));
         prop_assert!(seq == par, "sizes {:?} batch {}", sizes, batch);
+        let three = gradients_bits(&sizes, batch, seed, faer::Par::rayon(3));
+        prop_assert!(seq == three, "sizes {:?} batch {} on 3 threads", sizes, batch);
     }
 }

@@ -172,6 +172,16 @@ pub fn run(
     data: &PreparedData,
     opts: &RunOptions,
 ) -> Result<RunOutcome, TrainError> {
+    // The whole run in one pool of its threads, so each parallel pass hands work between them
+    // directly rather than parking and waking this thread.
+    mnist_core::with_thread_pool(par_for(opts.threads), || run_in_pool(config, data, opts))
+}
+
+fn run_in_pool(
+    config: &ExperimentConfig,
+    data: &PreparedData,
+    opts: &RunOptions,
+) -> Result<RunOutcome, TrainError> {
     let started = Instant::now();
     config.validate("config")?;
     let arch = config

@@ -1,0 +1,247 @@
+//! Row chunks: how a batch is split between threads.
+//!
+//! Every per-example pass of a step (each layer's affine map, activation, dropout mask, the
+//! loss gradient and the deltas) works on rows independently, so a batch is cut into a fixed
+//! number of chunks of consecutive rows and each chunk runs on one thread with sequential
+//! kernels (one faer `Par::Seq` product per chunk instead of faer's barrier-synchronized
+//! parallel GEMM, which on 128-256-row batches spent much of its time waiting). The cut depends
+//! on the batch size only, never on the thread count, so every value is computed the same way
+//! on any number of threads.
+
+use std::ops::Range;
+
+use faer::Par;
+use faer::utils::thread::{join_raw, parallelism_degree};
+
+/// Fewest rows per chunk: below this, a product is too small to be worth its own call.
+const MIN_CHUNK_ROWS: usize = 64;
+
+/// Most chunks per batch (enough to balance up to 16 threads).
+const MAX_CHUNKS: usize = 16;
+
+/// How many chunks a batch of `batch` rows is cut into: 1 below 128 rows, else the largest
+/// power of two that keeps chunks at least 64 rows, at most 16.
+pub(crate) fn chunk_count(batch: usize) -> usize {
+    let most = (batch / MIN_CHUNK_ROWS).clamp(1, MAX_CHUNKS);
+    if most < 2 { 1 } else { 1 << most.ilog2() }
+}
+
+/// First row of chunk `c` of `chunks` over `batch` rows (sizes differ by at most one row).
+pub(crate) fn chunk_start(batch: usize, chunks: usize, c: usize) -> usize {
+    batch * c / chunks.max(1)
+}
+
+/// Buffers that can be cut between two consecutive row ranges.
+pub(crate) trait SplitRows: Sized + Send {
+    /// Cuts after the first `rows` rows.
+    fn split_rows(self, rows: usize) -> (Self, Self);
+}
+
+/// Row-major rows of `width` values, written by a chunk.
+pub(crate) struct RowsMut<'a, T> {
+    pub(crate) data: &'a mut [T],
+    pub(crate) width: usize,
+}
+
+/// Row-major rows of `width` values, read by a chunk.
+#[derive(Clone, Copy)]
+pub(crate) struct Rows<'a, T> {
+    pub(crate) data: &'a [T],
+    pub(crate) width: usize,
+}
+
+impl<'a, T> RowsMut<'a, T> {
+    pub(crate) fn new(data: &'a mut [T], width: usize) -> Self {
+        Self { data, width }
+    }
+}
+
+impl<'a, T> Rows<'a, T> {
+    pub(crate) fn new(data: &'a [T], width: usize) -> Self {
+        Self { data, width }
+    }
+}
+
+impl<T: Send> SplitRows for RowsMut<'_, T> {
+    fn split_rows(self, rows: usize) -> (Self, Self) {
+        let at = (rows * self.width).min(self.data.len());
+        let (a, b) = self.data.split_at_mut(at);
+        (
+            Self {
+                data: a,
+                width: self.width,
+            },
+            Self {
+                data: b,
+                width: self.width,
+            },
+        )
+    }
+}
+
+impl<T: Sync> SplitRows for Rows<'_, T> {
+    fn split_rows(self, rows: usize) -> (Self, Self) {
+        let at = (rows * self.width).min(self.data.len());
+        let (a, b) = self.data.split_at(at);
+        (
+            Self {
+                data: a,
+                width: self.width,
+            },
+            Self {
+                data: b,
+                width: self.width,
+            },
+        )
+    }
+}
+
+impl<A: SplitRows> SplitRows for Option<A> {
+    fn split_rows(self, rows: usize) -> (Self, Self) {
+        match self {
+            Some(a) => {
+                let (x, y) = a.split_rows(rows);
+                (Some(x), Some(y))
+            }
+            None => (None, None),
+        }
+    }
+}
+
+impl SplitRows for () {
+    fn split_rows(self, _rows: usize) -> (Self, Self) {
+        ((), ())
+    }
+}
+
+macro_rules! split_tuple {
+    ($($name:ident),+) => {
+        impl<$($name: SplitRows),+> SplitRows for ($($name,)+) {
+            #[allow(non_snake_case)]
+            fn split_rows(self, rows: usize) -> (Self, Self) {
+                let ($($name,)+) = self;
+                $(let $name = $name.split_rows(rows);)+
+                (($($name.0,)+), ($($name.1,)+))
+            }
+        }
+    };
+}
+split_tuple!(A, B);
+split_tuple!(A, B, C);
+split_tuple!(A, B, C, D);
+split_tuple!(A, B, C, D, E);
+
+/// Runs `f(chunk, rows, parts, inner)` for every chunk of a `batch`-row batch
+/// ([`chunk_count`]), `parts` cut to the chunk's rows, chunks shared between the threads of
+/// `par`. `inner` is the parallelism for the chunk's own kernels: `par` when the batch is one
+/// chunk (so a 100-row batch still uses faer's parallel products), else `Par::Seq`.
+pub(crate) fn for_chunks<P, F>(batch: usize, parts: P, par: Par, f: &F)
+where
+    P: SplitRows,
+    F: Fn(usize, Range<usize>, P, Par) + Sync,
+{
+    let chunks = chunk_count(batch);
+    if chunks == 1 {
+        f(0, 0..batch, parts, par);
+        return;
+    }
+    split(batch, chunks, 0..chunks, parts, par, f);
+}
+
+fn split<P, F>(batch: usize, chunks: usize, range: Range<usize>, parts: P, par: Par, f: &F)
+where
+    P: SplitRows,
+    F: Fn(usize, Range<usize>, P, Par) + Sync,
+{
+    let (c0, c1) = (range.start, range.end);
+    if c1 - c0 == 1 {
+        let rows = chunk_start(batch, chunks, c0)..chunk_start(batch, chunks, c1);
+        f(c0, rows, parts, Par::Seq);
+        return;
+    }
+    if parallelism_degree(par) <= 1 {
+        // One thread: the chunks in order, each on its own rows.
+        let mut rest = parts;
+        for c in c0..c1 {
+            let (r0, r1) = (
+                chunk_start(batch, chunks, c),
+                chunk_start(batch, chunks, c + 1),
+            );
+            let (mine, tail) = rest.split_rows(r1 - r0);
+            f(c, r0..r1, mine, Par::Seq);
+            rest = tail;
+        }
+        return;
+    }
+    let mid = c0 + (c1 - c0) / 2;
+    let rows = chunk_start(batch, chunks, mid) - chunk_start(batch, chunks, c0);
+    let (a, b) = parts.split_rows(rows);
+    join_raw(
+        |p| split(batch, chunks, c0..mid, a, p, f),
+        |p| split(batch, chunks, mid..c1, b, p, f),
+        par,
+    );
+}
+
+/// Runs `f` inside a rayon pool of `par`'s threads, the calling code on one of them.
+///
+/// Every parallel pass of a step hands work between threads. Called from a thread outside any
+/// pool, each hand-off parks the caller and wakes a pool thread, and back (futex calls that
+/// showed up as ~10% of a training profile); inside the pool, the threads pass work to each
+/// other directly. Wrap a whole training run or evaluation in it. Results are the same with or
+/// without it. With one thread, or if the pool cannot be built, `f` runs directly.
+pub fn with_thread_pool<R: Send>(par: Par, f: impl FnOnce() -> R + Send) -> R {
+    let threads = parallelism_degree(par);
+    if threads <= 1 || rayon::current_thread_index().is_some() {
+        return f();
+    }
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn chunk_counts_depend_on_the_batch_only() {
+        assert_eq!(chunk_count(1), 1);
+        assert_eq!(chunk_count(127), 1);
+        assert_eq!(chunk_count(128), 2);
+        assert_eq!(chunk_count(256), 4);
+        assert_eq!(chunk_count(1000), 8);
+        assert_eq!(chunk_count(60_000), 16);
+    }
+
+    #[test]
+    fn chunks_cover_the_rows_once_on_any_thread_count() {
+        for batch in [1usize, 7, 128, 129, 256, 1000, 4099] {
+            for par in [Par::Seq, Par::rayon(2), Par::rayon(3)] {
+                let mut data: Vec<usize> = vec![usize::MAX; batch * 3];
+                let seen = Mutex::new(Vec::new());
+                for_chunks(
+                    batch,
+                    RowsMut::new(&mut data, 3),
+                    par,
+                    &|c, rows: Range<usize>, part: RowsMut<'_, usize>, _| {
+                        assert_eq!(part.data.len(), rows.len() * 3);
+                        part.data.iter_mut().for_each(|v| *v = c);
+                        seen.lock().unwrap().push((c, rows));
+                    },
+                );
+                let mut seen = seen.into_inner().unwrap();
+                seen.sort_by_key(|s| s.0);
+                let chunks = chunk_count(batch);
+                assert_eq!(seen.len(), chunks);
+                for (c, rows) in &seen {
+                    assert_eq!(rows.start, chunk_start(batch, chunks, *c));
+                    assert!(data[rows.start * 3..rows.end * 3].iter().all(|v| v == c));
+                }
+                assert_eq!(seen.last().map(|s| s.1.end), Some(batch));
+            }
+        }
+    }
+}
