@@ -15,7 +15,7 @@ use mnist_dataset::{DataSources, Mnist, Preprocessing};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -33,7 +33,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mnist_dataset::source::bundled_dir(),
     ))?;
     let data = mnist.train.to_dataset(None, &Preprocessing::SCALE)?;
-    let batch = data.len();
     let arch = Architecture::uniform(
         vec![784, 100, 64, 28, 10],
         Activation::Relu,
@@ -46,12 +45,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &mut rng,
     )?;
     let opts = TrainOptions::new(Loss::MeanSquaredError);
+    // As the trainer does: the whole run inside one pool of its threads.
+    mnist_core::with_thread_pool(par, || {
+        time_steps(&net, &data, &opts, threads, reps, step_reps, par)
+    })
+}
+
+fn time_steps(
+    net: &Network<f32>,
+    data: &mnist_dataset::Dataset,
+    opts: &TrainOptions,
+    threads: usize,
+    reps: usize,
+    step_reps: usize,
+    par: Par,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let batch = data.len();
+    let arch = net.architecture().clone();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
     let mut ws = net.workspace(batch);
     ws.set_input_fixed(true);
     let mut grads = Gradients::new(&arch);
     let b = data.batch(0, batch);
     compute_gradients(
-        &net, &mut ws, &mut grads, b.features, b.labels, batch, &opts, &mut rng, par,
+        net, &mut ws, &mut grads, b.features, b.labels, batch, opts, &mut rng, par,
     )?;
     // The fastest repetition: the host is shared, and slow outliers are its noise.
     let mut fwd = f64::INFINITY;
@@ -64,7 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..step_reps {
         let t = Instant::now();
         compute_gradients(
-            &net, &mut ws, &mut grads, b.features, b.labels, batch, &opts, &mut rng, par,
+            net, &mut ws, &mut grads, b.features, b.labels, batch, opts, &mut rng, par,
         )?;
         step = step.min(t.elapsed().as_secs_f64());
     }

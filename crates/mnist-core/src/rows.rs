@@ -13,6 +13,8 @@ use std::ops::Range;
 use faer::Par;
 use faer::utils::thread::{join_raw, parallelism_degree};
 
+use crate::Float;
+
 /// Fewest rows per chunk: below this, a product is too small to be worth its own call.
 const MIN_CHUNK_ROWS: usize = 64;
 
@@ -179,6 +181,53 @@ where
     join_raw(
         |p| split(batch, chunks, c0..mid, a, p, f),
         |p| split(batch, chunks, mid..c1, b, p, f),
+        par,
+    );
+}
+
+/// Fewest outputs per block of a weight gradient's rows.
+const MIN_BLOCK_OUTPUTS: usize = 16;
+
+/// `sums[j] = sum over the rows of x[row][j]` for row-major `x` of rows `width` wide, each
+/// column summed in row order; the columns are split between the threads of `par` (at least
+/// 16 each), which leaves every sum's order, and so its value, unchanged.
+pub(crate) fn column_sums<T: Float>(x: &[T], width: usize, sums: &mut [T], par: Par) {
+    let zero = T::from_f64(0.0);
+    let cols = sums.len().min(width);
+    if parallelism_degree(par) <= 1 || cols < 2 * MIN_BLOCK_OUTPUTS || x.len() < 64 * width {
+        sums.iter_mut().for_each(|s| *s = zero);
+        for row in x.chunks_exact(width.max(1)) {
+            sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
+        }
+        return;
+    }
+    let half = cols / 2;
+    let (a, b) = sums.split_at_mut(half);
+    join_raw(
+        |p| column_sums_range(x, width, 0, a, p),
+        |p| column_sums_range(x, width, half, b, p),
+        par,
+    );
+}
+
+/// [`column_sums`] of columns `first..first + sums.len()`.
+fn column_sums_range<T: Float>(x: &[T], width: usize, first: usize, sums: &mut [T], par: Par) {
+    let zero = T::from_f64(0.0);
+    let cols = sums.len();
+    if parallelism_degree(par) <= 1 || cols < 2 * MIN_BLOCK_OUTPUTS {
+        sums.iter_mut().for_each(|s| *s = zero);
+        for row in x.chunks_exact(width.max(1)) {
+            if let Some(part) = row.get(first..first + cols) {
+                sums.iter_mut().zip(part).for_each(|(s, &v)| *s += v);
+            }
+        }
+        return;
+    }
+    let half = cols / 2;
+    let (a, b) = sums.split_at_mut(half);
+    join_raw(
+        |p| column_sums_range(x, width, first, a, p),
+        |p| column_sums_range(x, width, first + half, b, p),
         par,
     );
 }

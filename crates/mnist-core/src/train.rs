@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dense::gemm;
 use crate::network::TrainPass;
-use crate::rows::{Rows, RowsMut, for_chunks};
+use crate::rows::{Rows, RowsMut, column_sums, for_chunks};
 use crate::{Architecture, CoreError, Float, Loss, Network, Optimizer, Workspace};
 
 /// Batches below this size run single-threaded: thread hand-offs would cost more than they save.
@@ -270,7 +270,6 @@ pub fn compute_gradients<T: Float>(
         _ => 0.0,
     };
 
-    let zero = T::from_f64(0.0);
     for g in grads.layers.iter_mut() {
         g.active = false;
     }
@@ -289,10 +288,7 @@ pub fn compute_gradients<T: Float>(
                 None => x,
             };
             // db = column sums of delta, rows in order (fixed reduction order).
-            g.bias.iter_mut().for_each(|b| *b = zero);
-            for row in delta.chunks_exact(out) {
-                g.bias.iter_mut().zip(row).for_each(|(b, &d)| *b += d);
-            }
+            column_sums(delta, out, &mut g.bias, par);
             if batch == 1 {
                 // An outer product: no GEMM set-up for single-example steps.
                 for (grow, &d) in g.weight.chunks_exact_mut(inp).zip(delta) {
