@@ -15,9 +15,7 @@ use anyhow::Context;
 use mnist_core::faer::linalg::matmul::matmul;
 use mnist_core::faer::{Accum, Mat, Par};
 use mnist_core::rand_chacha::ChaCha8Rng;
-use mnist_core::{
-    Gradients, InputPath, Network, Optimizer, Workspace, compute_gradients, evaluate,
-};
+use mnist_core::{Gradients, InputPath, Network, Optimizer, Workspace, evaluate, train_step};
 use mnist_dataset::{DataSources, Mnist};
 use mnist_train::ExperimentConfig;
 use mnist_train::config::Shuffle;
@@ -251,8 +249,9 @@ fn train_epoch(
                 cfg.training
                     .schedule
                     .lr_at(cfg.training.learning_rate, epochs_before, b as u64);
-            compute_gradients(&net, &mut ws, &mut grads, x, y, len, &opts, &mut rng, par)?;
-            opt.step(&mut net, &grads, lr, mnist_core::step_par(len, par))?;
+            train_step(
+                &mut net, &mut ws, &mut grads, &mut opt, x, y, len, &opts, lr, &mut rng, par,
+            )?;
             if !timed && b >= 3 {
                 break;
             }

@@ -175,6 +175,11 @@ impl<T: Float> Optimizer<T> {
         &self.config
     }
 
+    /// Counts a step whose update was applied elsewhere (the fused single-example SGD step).
+    pub(crate) fn count_step(&mut self) {
+        self.state.step += 1;
+    }
+
     /// The state, for checkpoints.
     pub fn state(&self) -> &OptimizerState<T> {
         &self.state

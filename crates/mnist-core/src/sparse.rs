@@ -187,7 +187,7 @@ impl<T: Float> SparseInput<T> {
     /// Readies the first layer's weight for [`Self::affine_rows`]: `W^T` in panels and the
     /// per-output constant `b + c * rowsum(W)` (`weight` row-major `[outputs, inputs]`). Does
     /// nothing unless the last [`Self::prepare`] chose the sparse path.
-    pub(crate) fn prepare_affine(&mut self, weight: &[T], bias: &[T], inputs: usize) {
+    pub(crate) fn prepare_affine(&mut self, weight: &[T], bias: &[T], inputs: usize, par: Par) {
         let outputs = bias.len();
         let Some(c) = self.background else { return };
         if outputs == 0 || inputs == 0 {
@@ -211,7 +211,7 @@ impl<T: Float> SparseInput<T> {
             };
             self.init.push(b + corr);
         }
-        transpose_into_panels(weight, inputs, outputs, &mut self.wt);
+        transpose_into_panels(weight, inputs, outputs, &mut self.wt, par);
     }
 
     /// `z = x W^T + b` for rows `first_row..` of the batch compressed by [`Self::prepare`]
@@ -522,17 +522,64 @@ fn compress_row<T: Float>(row: &[T], c: T, idx: &mut [u32], val: &mut [T]) {
 }
 
 /// `weight` `[outputs, inputs]` into panels of [`PANEL`] outputs (`inputs x PANEL` each);
-/// padding columns are left as they are (zero from allocation). Blocks of 8 inputs keep the
-/// eight destination rows of a block in L1 while the panel's weight rows stream through.
-fn transpose_into_panels<T: Float>(weight: &[T], inputs: usize, outputs: usize, wt: &mut [T]) {
-    for (p, panel) in wt.chunks_exact_mut(inputs * PANEL).enumerate() {
+/// padding columns are left as they are (zero from allocation). The panels are split between
+/// the threads of `par`; within one, tiles of 8 inputs x [`PANEL`] outputs are gathered from
+/// the weight's rows into registers and written out as 8 contiguous panel rows.
+fn transpose_into_panels<T: Float>(
+    weight: &[T],
+    inputs: usize,
+    outputs: usize,
+    wt: &mut [T],
+    par: Par,
+) {
+    let panels = wt.len() / (inputs * PANEL).max(1);
+    transpose_panels(weight, inputs, outputs, 0, panels, wt, par);
+}
+
+fn transpose_panels<T: Float>(
+    weight: &[T],
+    inputs: usize,
+    outputs: usize,
+    first: usize,
+    panels: usize,
+    wt: &mut [T],
+    par: Par,
+) {
+    if parallelism_degree(par) > 1 && panels >= 2 {
+        let half = panels / 2;
+        let (a, b) = wt.split_at_mut((half * inputs * PANEL).min(wt.len()));
+        join_raw(
+            |p| transpose_panels(weight, inputs, outputs, first, half, a, p),
+            |p| transpose_panels(weight, inputs, outputs, first + half, panels - half, b, p),
+            par,
+        );
+        return;
+    }
+    let zero = T::from_f64(0.0);
+    for (p, panel) in (first..).zip(wt.chunks_exact_mut(inputs * PANEL)) {
         let o0 = p * PANEL;
         let rows = weight
             .get(o0 * inputs..(outputs.min(o0 + PANEL)) * inputs)
             .unwrap_or(&[]);
+        let used = rows.len() / inputs;
         let (cells, _) = panel.as_chunks_mut::<PANEL>();
         for (b, block) in cells.chunks_mut(8).enumerate() {
             let i0 = b * 8;
+            if block.len() == 8 && i0 + 8 <= inputs {
+                // Full tile: 8 values from each used row, then 8 panel rows.
+                let mut tile = [[zero; 8]; PANEL];
+                for (t, wrow) in tile.iter_mut().zip(rows.chunks_exact(inputs)) {
+                    if let Some(src) = wrow.get(i0..i0 + 8) {
+                        t.copy_from_slice(src);
+                    }
+                }
+                for (k, cell) in block.iter_mut().enumerate() {
+                    for (j, slot) in cell.iter_mut().enumerate().take(used) {
+                        *slot = tile[j][k];
+                    }
+                }
+                continue;
+            }
             for (j, wrow) in rows.chunks_exact(inputs).enumerate() {
                 let src = wrow.get(i0..i0 + block.len()).unwrap_or(&[]);
                 for (cell, &w) in block.iter_mut().zip(src) {

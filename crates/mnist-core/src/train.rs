@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::dense::gemm;
 use crate::network::TrainPass;
 use crate::rows::{Rows, RowsMut, column_sums, for_chunks};
-use crate::{Architecture, CoreError, Float, Loss, Network, Optimizer, Workspace};
+use crate::{Architecture, CoreError, Float, Loss, Network, Optimizer, OptimizerConfig, Workspace};
 
 /// Batches below this size run single-threaded: thread hand-offs would cost more than they save.
 const SMALL_BATCH: usize = 8;
@@ -345,6 +345,16 @@ pub fn compute_gradients<T: Float>(
 
 /// One optimisation step: [`compute_gradients`] then [`Optimizer::step`] with learning rate
 /// `lr`. Returns the batch loss (data + L2). Does not allocate.
+///
+/// A non-finite loss leaves the parameters (and the optimizer's step count) untouched, so the
+/// caller can stop with the last finite model.
+///
+/// A single example under plain SGD takes a fused path: each layer's weights are updated as
+/// its delta is backpropagated (after the delta below it was computed from the old weights),
+/// so no gradient buffer is written or read back, and only the rows of units with a non-zero
+/// delta are touched (the others would change by exactly zero). The parameters come out the same as from [`compute_gradients`] +
+/// [`Optimizer::step`] (up to the sign of a weight that is exactly zero); `grads` is then left
+/// as it was.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<T: Float>(
     net: &mut Network<T>,
@@ -359,9 +369,144 @@ pub fn train_step<T: Float>(
     rng: &mut ChaCha8Rng,
     par: Par,
 ) -> Result<f64, CoreError> {
+    let trainable = (0..net.num_layers()).any(|l| !opts.is_frozen(l));
+    if batch == 1 && trainable && *optimizer.config() == OptimizerConfig::Sgd {
+        check_train_inputs(net, ws, grads, x, labels, batch, opts)?;
+        if !lr.is_finite() {
+            return Err(CoreError::BadOptimizer(format!(
+                "learning rate must be finite, got {lr}"
+            )));
+        }
+        let loss = single_example_sgd(net, ws, x, labels, opts, lr, rng);
+        if loss.is_finite() {
+            optimizer.count_step();
+        }
+        return Ok(loss);
+    }
     let loss = compute_gradients(net, ws, grads, x, labels, batch, opts, rng, par)?;
-    optimizer.step(net, grads, lr, step_par(batch, par))?;
+    if loss.is_finite() {
+        optimizer.step(net, grads, lr, step_par(batch, par))?;
+    }
     Ok(loss)
+}
+
+/// The fused single-example SGD step of [`train_step`] (inputs checked by the caller).
+fn single_example_sgd<T: Float>(
+    net: &mut Network<T>,
+    ws: &mut Workspace<T>,
+    x: &[T],
+    labels: &[u8],
+    opts: &TrainOptions,
+    lr: f64,
+    rng: &mut ChaCha8Rng,
+) -> f64 {
+    let n = net.num_layers();
+    let Some(first_needed) = (0..n).find(|&l| !opts.is_frozen(l)) else {
+        return f64::NAN;
+    };
+    net.forward_unchecked(
+        ws,
+        x,
+        1,
+        Some(TrainPass {
+            keep_prob: &opts.keep_prob,
+            first_needed,
+            rng,
+        }),
+        Par::Seq,
+    );
+    let arch = net.architecture();
+    let (loss, head, eps) = (opts.loss, arch.output, opts.label_smoothing);
+    let width = net.outputs();
+    let Workspace {
+        layers: bufs,
+        logits,
+        ..
+    } = ws;
+    let Some(last) = bufs.last_mut() else {
+        return f64::NAN;
+    };
+    let data_loss = loss.mean_and_gradient_smoothed(
+        head,
+        &logits[..width],
+        &last.out[..width],
+        labels,
+        width,
+        eps,
+        &mut last.delta[..width],
+    );
+    let l2_sum = if opts.l2 > 0.0 {
+        net.layers()
+            .iter()
+            .flat_map(|l| l.weight_slice())
+            .map(|v| v.to_f64() * v.to_f64())
+            .sum::<f64>()
+    } else {
+        0.0
+    };
+    let total = data_loss + opts.l2 * l2_sum;
+    if !total.is_finite() {
+        return total;
+    }
+    let lr_t = T::from_f64(lr);
+    let two_lambda = T::from_f64(2.0 * opts.l2);
+    let zero = T::from_f64(0.0);
+    let x = x.get(..net.inputs()).unwrap_or(x);
+    for l in (first_needed..n).rev() {
+        let (below, rest) = bufs.split_at_mut(l);
+        let Some(cur) = rest.first() else { break };
+        let Some(layer) = net.layers_mut().get_mut(l) else {
+            break;
+        };
+        let (inp, out) = (layer.inputs(), layer.outputs());
+        let delta = &cur.delta[..out];
+        let mut prev = l.checked_sub(1).and_then(|p| below.get_mut(p));
+        if l > first_needed
+            && let Some(p) = prev.as_deref_mut()
+        {
+            // delta_{l-1} = (delta W) * f'(z_{l-1}) * mask, from the weights before the update.
+            let pd = &mut p.delta[..inp];
+            gemm(
+                MatMut::from_row_major_slice_mut(pd, 1, inp),
+                Accum::Replace,
+                MatRef::from_row_major_slice(delta, 1, out),
+                layer.weight(),
+                Par::Seq,
+            );
+            pd.iter_mut()
+                .zip(&p.deriv[..inp])
+                .for_each(|(d, &f)| *d *= f);
+        }
+        if opts.is_frozen(l) {
+            continue;
+        }
+        let input: &[T] = match prev {
+            Some(p) => &p.out[..inp],
+            None => x,
+        };
+        let (w, b) = layer.params_mut();
+        // The same arithmetic as the outer product, the L2 term and the SGD update, compiled
+        // for the widest vectors; without L2 a unit whose delta is zero keeps its row.
+        b.iter_mut().zip(delta).for_each(|(b, &d)| *b -= lr_t * d);
+        let l2 = opts.l2 > 0.0;
+        pulp::Arch::new().dispatch(|| {
+            for (wrow, &d) in w.chunks_exact_mut(inp).zip(delta) {
+                if l2 {
+                    for (wv, &xv) in wrow.iter_mut().zip(input) {
+                        let g = d * xv + two_lambda * *wv;
+                        *wv -= lr_t * g;
+                    }
+                } else if d != zero {
+                    // A contiguous pass over the row: skipping the runs of blank pixels was
+                    // slower (measured), as the branches cost more than the streaming.
+                    for (wv, &xv) in wrow.iter_mut().zip(input) {
+                        *wv -= lr_t * (d * xv);
+                    }
+                }
+            }
+        });
+    }
+    total
 }
 
 /// Adds `2 lambda W` to each active weight gradient and returns `sum ||W||^2` over all layers,

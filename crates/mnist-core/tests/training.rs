@@ -377,3 +377,72 @@ fn evaluate_matches_one_big_forward_pass() {
     );
     assert_eq!(net.predict(&x, 103, Par::Seq).unwrap(), pred);
 }
+
+#[test]
+fn fused_single_example_sgd_matches_gradients_then_step() {
+    // train_step fuses the update into backpropagation for one example under plain SGD; the
+    // parameters, the optimizer's step count, the loss and the dropout stream must come out as
+    // compute_gradients + Optimizer::step leave them.
+    use mnist_core::{Gradients, train_step};
+    let (x, y) = blobs(60, 50, 10, 0.5, 51);
+    let cases = [
+        ce(),
+        TrainOptions {
+            keep_prob: vec![0.8, 0.6],
+            ..ce()
+        },
+        TrainOptions { l2: 1e-3, ..ce() },
+        TrainOptions {
+            frozen: vec![true, false, false],
+            ..ce()
+        },
+        TrainOptions {
+            frozen: vec![false, true, false],
+            keep_prob: vec![0.9, 0.9],
+            ..TrainOptions::new(Loss::MeanSquaredError)
+        },
+    ];
+    for opts in cases {
+        let mut two_calls = Run::new(
+            mlp(vec![50, 40, 30, 10], 52),
+            1,
+            OptimizerConfig::Sgd,
+            opts.clone(),
+            53,
+        );
+        two_calls.base_lr = 0.05;
+        let two_calls_loss = two_calls.epochs(&x, &y, 1, 2, Par::Seq);
+
+        let mut net = mlp(vec![50, 40, 30, 10], 52);
+        let mut ws = net.workspace(1);
+        let mut grads = Gradients::new(net.architecture());
+        let mut opt = Optimizer::new(OptimizerConfig::Sgd, &net).unwrap();
+        let mut rng = <mnist_core::rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(53);
+        let mut last = 0.0;
+        for _ in 0..2 {
+            for i in 0..y.len() {
+                last = train_step(
+                    &mut net,
+                    &mut ws,
+                    &mut grads,
+                    &mut opt,
+                    &x[i * 50..(i + 1) * 50],
+                    &y[i..i + 1],
+                    1,
+                    &opts,
+                    0.05,
+                    &mut rng,
+                    Par::Seq,
+                )
+                .unwrap();
+            }
+        }
+        assert!(
+            net.bit_identical(&two_calls.net),
+            "fused step diverged with {opts:?}"
+        );
+        assert_eq!(opt.state().step, two_calls.opt.state().step);
+        assert_eq!(RngState::capture(&rng), RngState::capture(&two_calls.rng));
+        assert_eq!(last, two_calls_loss);
+    }
+}

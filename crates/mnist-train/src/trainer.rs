@@ -10,7 +10,7 @@ use std::time::Instant;
 use mnist_core::dropout::apply_mask;
 use mnist_core::faer::Par;
 use mnist_core::rand_chacha::ChaCha8Rng;
-use mnist_core::{Gradients, Network, Optimizer, RngState, Workspace, compute_gradients, evaluate};
+use mnist_core::{Gradients, Network, Optimizer, RngState, Workspace, evaluate, train_step};
 use mnist_dataset::Dataset;
 use mnist_dataset::augment::Augmenter;
 use rand::SeedableRng;
@@ -348,14 +348,18 @@ fn run_in_pool(
                 epoch as u64,
                 state.global_step,
             );
-            let loss = compute_gradients(
-                &net,
+            // Gradients and update (fused for single examples under plain SGD); a
+            // non-finite loss leaves the parameters as they were.
+            let loss = train_step(
+                &mut net,
                 &mut ws,
                 &mut grads,
+                &mut optimizer,
                 x,
                 y,
                 len,
                 &train_options,
+                lr,
                 &mut dropout_rng,
                 par,
             )?;
@@ -367,7 +371,6 @@ fn run_in_pool(
                 });
             }
             let update_par = mnist_core::step_par(len, par);
-            optimizer.step(&mut net, &grads, lr, update_par)?;
             if let Some(c) = config.training.max_norm {
                 mnist_core::apply_max_norm(&mut net, c, &train_options.frozen, update_par);
             }
