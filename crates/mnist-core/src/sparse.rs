@@ -92,9 +92,28 @@ pub(crate) struct SparseInput<T> {
     csc_ready: bool,
     /// Per-output constant of the forward pass (`b + c * rowsum(W)`).
     init: Vec<T>,
+    /// Set for the duration of an evaluation, which borrows the network immutably: the weight
+    /// cannot change between its batches, so the panels are built once.
+    weights_fixed: bool,
+    /// The weight (address, length) and background value `wt` and `init` were built from.
+    panels_for: Option<(usize, usize, T)>,
 }
 
 impl<T: Float> SparseInput<T> {
+    /// Declares that the first layer's weight stays the same until [`Self::end_fixed_weights`]
+    /// (an evaluation over many batches); the panels built before are forgotten, since the
+    /// weight may have changed in place since.
+    pub(crate) fn begin_fixed_weights(&mut self) {
+        self.weights_fixed = true;
+        self.panels_for = None;
+    }
+
+    /// Ends [`Self::begin_fixed_weights`].
+    pub(crate) fn end_fixed_weights(&mut self) {
+        self.weights_fixed = false;
+        self.panels_for = None;
+    }
+
     /// See [`crate::Workspace::set_input_fixed`]; forgets the compression built so far.
     pub(crate) fn set_fixed(&mut self, fixed: bool) {
         self.fixed = fixed;
@@ -193,6 +212,11 @@ impl<T: Float> SparseInput<T> {
         if outputs == 0 || inputs == 0 {
             return;
         }
+        let key = (weight.as_ptr() as usize, weight.len(), c);
+        if self.weights_fixed && self.panels_for == Some(key) {
+            return;
+        }
+        self.panels_for = self.weights_fixed.then_some(key);
         let panels = outputs.div_ceil(PANEL);
         let zero = T::from_f64(0.0);
         if self.wt.len() != panels * inputs * PANEL {

@@ -655,6 +655,24 @@ pub fn evaluate<T: Float>(
         });
     }
     check_labels(labels, n, net.outputs())?;
+    // `net` is borrowed immutably for the whole call, so its first layer's panels for the
+    // sparse path are built for the first batch and reused by the others.
+    ws.sparse.begin_fixed_weights();
+    let result = evaluate_batches(net, ws, x, labels, loss, par);
+    ws.sparse.end_fixed_weights();
+    result
+}
+
+fn evaluate_batches<T: Float>(
+    net: &Network<T>,
+    ws: &mut Workspace<T>,
+    x: &[T],
+    labels: &[u8],
+    loss: Loss,
+    par: Par,
+) -> Result<Evaluation, CoreError> {
+    let n = labels.len();
+    let inputs = net.inputs();
     let width = net.outputs();
     let step = ws.max_batch();
     let mut total = 0.0f64;
