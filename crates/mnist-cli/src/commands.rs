@@ -169,8 +169,11 @@ pub fn eval(args: EvalArgs, flags: &DataArgs) -> anyhow::Result<()> {
     };
     let par = par(threads(args.threads));
     let mut ws = net.workspace(1000);
-    let e = evaluate(net, &mut ws, data.features(), data.labels(), loss, par)?;
-    let cm = trainer::confusion_matrix(net, &mut ws, &data, par)?;
+    let (e, cm) = mnist_core::with_thread_pool(par, || -> anyhow::Result<_> {
+        let e = evaluate(net, &mut ws, data.features(), data.labels(), loss, par)?;
+        let cm = trainer::confusion_matrix(net, &mut ws, &data, par)?;
+        Ok((e, cm))
+    })?;
     println!("model      {}", args.model.display());
     println!("split      {:?} ({} images)", split, data.len());
     println!(

@@ -15,19 +15,24 @@
 //! * A batch is a **row-major** `batch x inputs` slice (`x[i * inputs + j]` is feature `j` of
 //!   example `i`), as the dataset crate provides; labels are one `u8` class per example.
 //! * Weights are row-major `[outputs, inputs]` (PyTorch `nn.Linear` layout), biases `[outputs]`.
-//! * Each layer computes its whole batch with one GEMM (`faer::linalg::matmul::matmul`) into a
-//!   preallocated [`Workspace`]; a training step ([`compute_gradients`] + [`Optimizer::step`])
-//!   performs no heap allocation once the workspace, [`Gradients`] and optimizer exist.
+//! * Each layer computes its batch with faer's GEMM (`faer::linalg::matmul::matmul`), one
+//!   call per chunk of rows (the first layer on sparse kernels when the input is mostly
+//!   background), into a preallocated [`Workspace`]; a training step ([`compute_gradients`] +
+//!   [`Optimizer::step`], or [`train_step`]) performs no heap allocation once the workspace,
+//!   [`Gradients`] and optimizer exist.
 //!
 //! ## Reproducibility
 //!
 //! All randomness (initialisation, dropout masks) comes from a caller-owned
-//! [`rand_chacha::ChaCha8Rng`] whose state can be saved as [`RngState`]. Elementwise work is
-//! sequential with fixed reduction orders, and matrix products run in parallel only where faer
-//! splits them by output tile (its parallel matrix-vector kernel, used for batches of one,
-//! splits the inner sum and is avoided), so results are bit-identical for a given seed whether
-//! `faer::Par::Seq` or `faer::Par::rayon(n)` is used. Optimizer state ([`OptimizerState`]) is
-//! plain serde data; schedules are pure functions of `(epoch, step)`.
+//! [`rand_chacha::ChaCha8Rng`] whose state can be saved as [`RngState`]. Per-example passes
+//! run on chunks of rows fixed by the batch size (not by the thread count), one sequential
+//! kernel per chunk; reductions have fixed orders; other matrix products run in parallel only
+//! where faer splits them by output tile (its parallel matrix-vector kernel, used for batches
+//! of one, splits the inner sum and is avoided). So results are bit-identical for a given seed
+//! whether `faer::Par::Seq` or `faer::Par::rayon(n)` is used. Wrap a run in
+//! [`with_thread_pool`] so its parallel passes hand work between the pool's threads directly.
+//! Optimizer state ([`OptimizerState`]) is plain serde data; schedules are pure functions of
+//! `(epoch, step)`.
 //!
 //! ## Allocation
 //!

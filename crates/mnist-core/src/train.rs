@@ -194,9 +194,10 @@ impl<T: Float> Gradients<T> {
 ///
 /// Returns the batch loss: the mean data loss **plus** the L2 term `lambda * sum ||W||^2`.
 ///
-/// Does not allocate. Element-wise work is sequential, every reduction has a fixed order and
-/// matrix products are only parallelised where faer splits by output tile, so the results are
-/// bit-identical for any `par`.
+/// Does not allocate once warm. Per-example passes run on row chunks fixed by the batch size
+/// (see `rows.rs`), every reduction has a fixed order and the remaining matrix products are
+/// only parallelised where faer splits by output tile, so the results are bit-identical for
+/// any `par`.
 #[allow(clippy::too_many_arguments)]
 pub fn compute_gradients<T: Float>(
     net: &Network<T>,
