@@ -73,12 +73,17 @@ pub fn apply_mask<T: Float>(
     }
     // The draws come in blocks: same words in the same order as one draw per unit.
     let mut bits = [0u32; MASK_BLOCK];
-    for (k, o) in out.chunks_mut(MASK_BLOCK).enumerate() {
+    // With `deriv`, the mask covers the units both slices have.
+    let n = deriv
+        .as_deref()
+        .map_or(out.len(), |d| d.len().min(out.len()));
+    for (k, o) in out[..n].chunks_mut(MASK_BLOCK).enumerate() {
         let bits = &mut bits[..o.len()];
         rng.fill(bits);
+        let start = k * MASK_BLOCK;
         let d = deriv
             .as_deref_mut()
-            .and_then(|d| d.get_mut(k * MASK_BLOCK..k * MASK_BLOCK + o.len()));
+            .and_then(|d| d.get_mut(start..start + o.len()));
         apply_mask_words(o, d, bits, keep);
     }
 }
@@ -125,6 +130,21 @@ pub(crate) fn apply_mask_words<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shorter_deriv_limits_the_mask_to_the_units_both_have() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let mut out = vec![1.0f32; 600];
+        let mut deriv = vec![1.0f32; 300];
+        apply_mask(&mut out, Some(&mut deriv), 0.5, &mut rng);
+        assert_eq!(&out[..300], &deriv[..], "out and deriv share the mask");
+        assert!(out[300..].iter().all(|&v| v == 1.0), "units past deriv untouched");
+        // 300 words were drawn: the stream continues at the 301st.
+        let mut reference = ChaCha8Rng::seed_from_u64(9);
+        let mut skip = [0u32; 300];
+        reference.fill(&mut skip[..]);
+        assert_eq!(rng.random::<u32>(), reference.random::<u32>());
+    }
 
     #[test]
     fn rng_state_round_trips_through_json() {

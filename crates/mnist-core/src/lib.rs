@@ -19,7 +19,8 @@
 //!   call per chunk of rows (the first layer on sparse kernels when the input is mostly
 //!   background), into a preallocated [`Workspace`]; a training step ([`compute_gradients`] +
 //!   [`Optimizer::step`], or [`train_step`]) performs no heap allocation once the workspace,
-//!   [`Gradients`] and optimizer exist.
+//!   [`Gradients`] and optimizer exist and one step has run (the first step with dropout
+//!   sizes the mask buffer).
 //!
 //! ## Reproducibility
 //!

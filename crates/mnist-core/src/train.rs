@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::dense::gemm;
 use crate::network::TrainPass;
 use crate::rows::{Rows, RowsMut, column_sums, for_chunks};
-use crate::{Architecture, CoreError, Float, Loss, Network, Optimizer, OptimizerConfig, Workspace};
+use crate::{
+    Architecture, CoreError, Float, Loss, Network, Optimizer, OptimizerConfig, OutputHead,
+    Workspace,
+};
 
 /// Batches below this size run single-threaded: thread hand-offs would cost more than they save.
 const SMALL_BATCH: usize = 8;
@@ -237,38 +240,21 @@ pub fn compute_gradients<T: Float>(
         row_loss,
         ..
     } = ws;
-    let (loss, head, eps) = (opts.loss, arch.output, opts.label_smoothing);
-    let data_loss = match (bufs.last_mut(), row_loss.get_mut(..batch)) {
-        (Some(last), Some(row_loss)) if width > 0 => {
-            // Each chunk: its rows' output deltas and losses; the losses are summed in row
-            // order afterwards, so the total does not depend on the split.
-            let grad = first_active
-                .is_some()
-                .then(|| RowsMut::new(&mut last.delta[..len], width));
-            let parts = (
-                Rows::new(&logits[..len], width),
-                Rows::new(&last.out[..len], width),
-                Rows::new(labels, 1),
+    let data_loss = match bufs.last_mut() {
+        Some(last) => {
+            let grad = first_active.is_some().then_some(&mut last.delta[..len]);
+            data_loss_by_rows(
+                opts,
+                arch.output,
+                &logits[..len],
+                &last.out[..len],
+                labels,
                 grad,
-                RowsMut::new(row_loss, 1),
-            );
-            for_chunks(batch, parts, par, &|_, _, (z, a, y, grad, rl), _| {
-                if let Some(g) = grad {
-                    loss.gradient_rows(head, a.data, y.data, width, eps, batch, g.data);
-                }
-                for (((zr, ar), yr), l) in z
-                    .data
-                    .chunks_exact(width)
-                    .zip(a.data.chunks_exact(width))
-                    .zip(y.data.chunks_exact(1))
-                    .zip(rl.data.iter_mut())
-                {
-                    *l = loss.sum_smoothed(head, zr, ar, yr, width, eps);
-                }
-            });
-            row_loss.iter().sum::<f64>() / batch.max(1) as f64
+                row_loss,
+                par,
+            )
         }
-        _ => 0.0,
+        None => 0.0,
     };
 
     for g in grads.layers.iter_mut() {
@@ -345,7 +331,8 @@ pub fn compute_gradients<T: Float>(
 }
 
 /// One optimisation step: [`compute_gradients`] then [`Optimizer::step`] with learning rate
-/// `lr`. Returns the batch loss (data + L2). Does not allocate.
+/// `lr`. Returns the batch loss (data + L2). Does not allocate once warm (the first step with
+/// dropout sizes the mask buffer).
 ///
 /// A non-finite loss leaves the parameters (and the optimizer's step count) untouched, so the
 /// caller can stop with the last finite model.
@@ -354,8 +341,9 @@ pub fn compute_gradients<T: Float>(
 /// its delta is backpropagated (after the delta below it was computed from the old weights),
 /// so no gradient buffer is written or read back, and only the rows of units with a non-zero
 /// delta are touched (the others would change by exactly zero). The parameters come out the same as from [`compute_gradients`] +
-/// [`Optimizer::step`] (up to the sign of a weight that is exactly zero); `grads` is then left
-/// as it was.
+/// [`Optimizer::step`] (up to the sign of a weight or bias that is exactly zero, and except
+/// that a non-finite input value leaves the rows of zero-delta units alone instead of filling
+/// them with NaN); `grads` is then left as it was.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<T: Float>(
     net: &mut Network<T>,
@@ -416,32 +404,29 @@ fn single_example_sgd<T: Float>(
         }),
         Par::Seq,
     );
-    let arch = net.architecture();
-    let (loss, head, eps) = (opts.loss, arch.output, opts.label_smoothing);
+    let head = net.architecture().output;
     let width = net.outputs();
     let Workspace {
         layers: bufs,
         logits,
+        row_loss,
         ..
     } = ws;
     let Some(last) = bufs.last_mut() else {
         return f64::NAN;
     };
-    let data_loss = loss.mean_and_gradient_smoothed(
+    let data_loss = data_loss_by_rows(
+        opts,
         head,
         &logits[..width],
         &last.out[..width],
         labels,
-        width,
-        eps,
-        &mut last.delta[..width],
+        Some(&mut last.delta[..width]),
+        row_loss,
+        Par::Seq,
     );
     let l2_sum = if opts.l2 > 0.0 {
-        net.layers()
-            .iter()
-            .flat_map(|l| l.weight_slice())
-            .map(|v| v.to_f64() * v.to_f64())
-            .sum::<f64>()
+        l2_sum(net, opts)
     } else {
         0.0
     };
@@ -508,6 +493,72 @@ fn single_example_sgd<T: Float>(
         });
     }
     total
+}
+
+/// The mean data loss of a batch, and (when `grad` is given) its gradient with respect to the
+/// logits into `grad`: each chunk of rows computes its rows' gradients and per-example losses
+/// (into `row_loss`), which are then summed in row order, so the value does not depend on the
+/// split. `logits` and `outputs` hold the batch's rows, `labels` one class per row.
+#[allow(clippy::too_many_arguments)]
+fn data_loss_by_rows<T: Float>(
+    opts: &TrainOptions,
+    head: OutputHead,
+    logits: &[T],
+    outputs: &[T],
+    labels: &[u8],
+    grad: Option<&mut [T]>,
+    row_loss: &mut [f64],
+    par: Par,
+) -> f64 {
+    let batch = labels.len();
+    let width = logits.len() / batch.max(1);
+    let (loss, eps) = (opts.loss, opts.label_smoothing);
+    let Some(row_loss) = row_loss.get_mut(..batch) else {
+        return f64::NAN;
+    };
+    if width == 0 {
+        return 0.0;
+    }
+    let parts = (
+        Rows::new(logits, width),
+        Rows::new(outputs, width),
+        Rows::new(labels, 1),
+        grad.map(|g| RowsMut::new(g, width)),
+        RowsMut::new(&mut *row_loss, 1),
+    );
+    for_chunks(batch, parts, par, &|_, _, (z, a, y, grad, rl), _| {
+        if let Some(g) = grad {
+            loss.gradient_rows(head, a.data, y.data, width, eps, batch, g.data);
+        }
+        for (((zr, ar), yr), l) in z
+            .data
+            .chunks_exact(width)
+            .zip(a.data.chunks_exact(width))
+            .zip(y.data.chunks_exact(1))
+            .zip(rl.data.iter_mut())
+        {
+            *l = loss.sum_smoothed(head, zr, ar, yr, width, eps);
+        }
+    });
+    row_loss.iter().sum::<f64>() / batch.max(1) as f64
+}
+
+/// `sum ||W||^2` over all layers in [`apply_l2`]'s order (element by element through the
+/// trainable layers, one subtotal per frozen layer), so every path reports the same loss.
+fn l2_sum<T: Float>(net: &Network<T>, opts: &TrainOptions) -> f64 {
+    let mut sum = 0.0f64;
+    for (l, layer) in net.layers().iter().enumerate() {
+        let w = layer.weight_slice();
+        if opts.is_frozen(l) {
+            sum += w.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>();
+        } else {
+            for &wv in w {
+                let wf = wv.to_f64();
+                sum += wf * wf;
+            }
+        }
+    }
+    sum
 }
 
 /// Adds `2 lambda W` to each active weight gradient and returns `sum ||W||^2` over all layers,
@@ -601,21 +652,25 @@ pub fn compute_loss<T: Float>(
     );
     let width = net.outputs();
     let len = batch * width;
-    let probs = ws.layers.last().map_or(&[][..], |l| &l.out[..len]);
-    let data = opts.loss.sum_smoothed(
+    let Workspace {
+        layers,
+        logits,
+        row_loss,
+        ..
+    } = ws;
+    let probs = layers.last().map_or(&[][..], |l| &l.out[..len]);
+    let data = data_loss_by_rows(
+        opts,
         net.architecture().output,
-        &ws.logits[..len],
+        &logits[..len],
         probs,
         labels,
-        width,
-        opts.label_smoothing,
-    ) / batch.max(1) as f64;
-    let l2: f64 = if opts.l2 > 0.0 {
-        net.layers()
-            .iter()
-            .flat_map(|l| l.weight_slice())
-            .map(|v| v.to_f64() * v.to_f64())
-            .sum()
+        None,
+        row_loss,
+        crate::train::step_par(batch, par),
+    );
+    let l2 = if opts.l2 > 0.0 {
+        l2_sum(net, opts)
     } else {
         0.0
     };
@@ -658,10 +713,31 @@ pub fn evaluate<T: Float>(
     check_labels(labels, n, net.outputs())?;
     // `net` is borrowed immutably for the whole call, so its first layer's panels for the
     // sparse path are built for the first batch and reused by the others.
-    ws.sparse.begin_fixed_weights();
-    let result = evaluate_batches(net, ws, x, labels, loss, par);
-    ws.sparse.end_fixed_weights();
-    result
+    let mut fixed = FixedWeights::new(ws);
+    evaluate_batches(net, fixed.workspace(), x, labels, loss, par)
+}
+
+/// Holds a workspace's first-layer panels fixed for one evaluation and releases them when
+/// dropped, so an early return or a panic cannot leave stale panels for a later step.
+struct FixedWeights<'w, T: Float> {
+    ws: &'w mut Workspace<T>,
+}
+
+impl<'w, T: Float> FixedWeights<'w, T> {
+    fn new(ws: &'w mut Workspace<T>) -> Self {
+        ws.sparse.begin_fixed_weights();
+        Self { ws }
+    }
+
+    fn workspace(&mut self) -> &mut Workspace<T> {
+        self.ws
+    }
+}
+
+impl<T: Float> Drop for FixedWeights<'_, T> {
+    fn drop(&mut self) {
+        self.ws.sparse.end_fixed_weights();
+    }
 }
 
 fn evaluate_batches<T: Float>(

@@ -401,6 +401,12 @@ fn fused_single_example_sgd_matches_gradients_then_step() {
             keep_prob: vec![0.9, 0.9],
             ..TrainOptions::new(Loss::MeanSquaredError)
         },
+        TrainOptions {
+            frozen: vec![true, false, false],
+            l2: 1e-3,
+            label_smoothing: 0.1,
+            ..ce()
+        },
     ];
     for opts in cases {
         let mut two_calls = Run::new(
