@@ -138,7 +138,10 @@ mod tests {
         let mut deriv = vec![1.0f32; 300];
         apply_mask(&mut out, Some(&mut deriv), 0.5, &mut rng);
         assert_eq!(&out[..300], &deriv[..], "out and deriv share the mask");
-        assert!(out[300..].iter().all(|&v| v == 1.0), "units past deriv untouched");
+        assert!(
+            out[300..].iter().all(|&v| v == 1.0),
+            "units past deriv untouched"
+        );
         // 300 words were drawn: the stream continues at the 301st.
         let mut reference = ChaCha8Rng::seed_from_u64(9);
         let mut skip = [0u32; 300];
