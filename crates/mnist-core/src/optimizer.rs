@@ -215,11 +215,7 @@ impl<T: Float> Optimizer<T> {
                 what: "optimizer state",
             });
         }
-        if !lr.is_finite() {
-            return Err(CoreError::BadOptimizer(format!(
-                "learning rate must be finite, got {lr}"
-            )));
-        }
+        check_learning_rate(lr)?;
         self.state.step += 1;
         let t = self.state.step;
         let cfg = self.config;
@@ -246,6 +242,17 @@ impl<T: Float> Optimizer<T> {
             }
         }
         Ok(())
+    }
+}
+
+/// The learning rate of a step must be finite (checked by every update path).
+pub(crate) fn check_learning_rate(lr: f64) -> Result<(), CoreError> {
+    if lr.is_finite() {
+        Ok(())
+    } else {
+        Err(CoreError::BadOptimizer(format!(
+            "learning rate must be finite, got {lr}"
+        )))
     }
 }
 

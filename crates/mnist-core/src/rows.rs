@@ -185,36 +185,32 @@ where
     );
 }
 
-/// Fewest outputs per block of a weight gradient's rows.
-const MIN_BLOCK_OUTPUTS: usize = 16;
+/// Fewest columns per thread of [`column_sums`].
+const MIN_SPLIT_COLUMNS: usize = 16;
+
+/// Fewest rows for which [`column_sums`] splits its columns between threads.
+const MIN_SPLIT_ROWS: usize = 64;
 
 /// `sums[j] = sum over the rows of x[row][j]` for row-major `x` of rows `width` wide, each
 /// column summed in row order; the columns are split between the threads of `par` (at least
 /// 16 each), which leaves every sum's order, and so its value, unchanged.
 pub(crate) fn column_sums<T: Float>(x: &[T], width: usize, sums: &mut [T], par: Par) {
-    let zero = T::from_f64(0.0);
     let cols = sums.len().min(width);
-    if parallelism_degree(par) <= 1 || cols < 2 * MIN_BLOCK_OUTPUTS || x.len() < 64 * width {
-        sums.iter_mut().for_each(|s| *s = zero);
-        for row in x.chunks_exact(width.max(1)) {
-            sums.iter_mut().zip(row).for_each(|(s, &v)| *s += v);
-        }
-        return;
-    }
-    let half = cols / 2;
-    let (a, b) = sums.split_at_mut(half);
-    join_raw(
-        |p| column_sums_range(x, width, 0, a, p),
-        |p| column_sums_range(x, width, half, b, p),
-        par,
-    );
+    let (sums, rest) = sums.split_at_mut(cols);
+    rest.iter_mut().for_each(|s| *s = T::from_f64(0.0));
+    let par = if x.len() < MIN_SPLIT_ROWS * width {
+        Par::Seq
+    } else {
+        par
+    };
+    column_sums_range(x, width, 0, sums, par);
 }
 
 /// [`column_sums`] of columns `first..first + sums.len()`.
 fn column_sums_range<T: Float>(x: &[T], width: usize, first: usize, sums: &mut [T], par: Par) {
     let zero = T::from_f64(0.0);
     let cols = sums.len();
-    if parallelism_degree(par) <= 1 || cols < 2 * MIN_BLOCK_OUTPUTS {
+    if parallelism_degree(par) <= 1 || cols < 2 * MIN_SPLIT_COLUMNS {
         sums.iter_mut().for_each(|s| *s = zero);
         for row in x.chunks_exact(width.max(1)) {
             if let Some(part) = row.get(first..first + cols) {

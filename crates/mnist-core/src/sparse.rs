@@ -740,8 +740,8 @@ impl<T: Float> RowTask<T> for Forward<'_, T> {
 
 impl<T: Float> Forward<'_, T> {
     /// For each block of rows, each panel, each row: `acc = init + sum_k val_k * WT[idx_k,
-    /// panel]` ([`panel_dot`]: four accumulators hide the FMA latency). A block's non-zeros are
-    /// read from memory once and stay in cache for the other panels.
+    /// panel]` ([`panel_dot`]: several accumulators hide the FMA latency). A block's non-zeros
+    /// are read from memory once and stay in cache for the other panels.
     #[inline(always)]
     fn kernel(&self, first_row: usize, out: &mut [T], lanes: usize) {
         let zero = T::from_f64(0.0);

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::dense::gemm;
 use crate::network::TrainPass;
+use crate::optimizer::check_learning_rate;
 use crate::rows::{Rows, RowsMut, column_sums, for_chunks};
+use crate::workspace::LayerBuffers;
 use crate::{
     Architecture, CoreError, Float, Loss, Network, Optimizer, OptimizerConfig, OutputHead,
     Workspace,
@@ -301,29 +303,12 @@ pub fn compute_gradients<T: Float>(
         if l > first_needed
             && let Some(p) = prev
         {
-            // delta_{l-1} = (delta W) * f'(z_{l-1}) * mask, chunk by chunk of rows.
-            let weight = layer.weight();
-            let parts = (
-                Rows::new(delta, out),
-                RowsMut::new(&mut p.delta[..batch * inp], inp),
-                Rows::new(&p.deriv[..batch * inp], inp),
-            );
-            for_chunks(batch, parts, par, &|_, rows, (d, pd, f), inner| {
-                let r = rows.len();
-                gemm(
-                    MatMut::from_row_major_slice_mut(pd.data, r, inp),
-                    Accum::Replace,
-                    MatRef::from_row_major_slice(d.data, r, out),
-                    weight,
-                    inner,
-                );
-                pd.data.iter_mut().zip(f.data).for_each(|(d, &f)| *d *= f);
-            });
+            propagate_delta(layer.weight(), delta, p, batch, par);
         }
     }
 
     let l2_sum = if opts.l2 > 0.0 {
-        apply_l2(net, grads, opts.l2)
+        l2_pass(net, opts, Some(grads))
     } else {
         0.0
     };
@@ -340,10 +325,10 @@ pub fn compute_gradients<T: Float>(
 /// A single example under plain SGD takes a fused path: each layer's weights are updated as
 /// its delta is backpropagated (after the delta below it was computed from the old weights),
 /// so no gradient buffer is written or read back, and only the rows of units with a non-zero
-/// delta are touched (the others would change by exactly zero). The parameters come out the same as from [`compute_gradients`] +
-/// [`Optimizer::step`] (up to the sign of a weight or bias that is exactly zero, and except
-/// that a non-finite input value leaves the rows of zero-delta units alone instead of filling
-/// them with NaN); `grads` is then left as it was.
+/// delta are touched (the others would change by exactly zero). The parameters come out the
+/// same as from [`compute_gradients`] + [`Optimizer::step`] (up to the sign of a weight or
+/// bias that is exactly zero, and except that a non-finite input value leaves the rows of
+/// zero-delta units alone instead of filling them with NaN); `grads` is then left as it was.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<T: Float>(
     net: &mut Network<T>,
@@ -358,15 +343,13 @@ pub fn train_step<T: Float>(
     rng: &mut ChaCha8Rng,
     par: Par,
 ) -> Result<f64, CoreError> {
-    let trainable = (0..net.num_layers()).any(|l| !opts.is_frozen(l));
-    if batch == 1 && trainable && *optimizer.config() == OptimizerConfig::Sgd {
-        check_train_inputs(net, ws, grads, x, labels, batch, opts)?;
-        if !lr.is_finite() {
-            return Err(CoreError::BadOptimizer(format!(
-                "learning rate must be finite, got {lr}"
-            )));
-        }
-        let loss = single_example_sgd(net, ws, x, labels, opts, lr, rng);
+    // All layers frozen: nothing to fuse, the general path returns the loss.
+    if batch == 1
+        && *optimizer.config() == OptimizerConfig::Sgd
+        && let Some(first_needed) = check_train_inputs(net, ws, grads, x, labels, batch, opts)?
+    {
+        check_learning_rate(lr)?;
+        let loss = single_example_sgd(net, ws, x, labels, opts, lr, rng, first_needed);
         if loss.is_finite() {
             optimizer.count_step();
         }
@@ -379,7 +362,9 @@ pub fn train_step<T: Float>(
     Ok(loss)
 }
 
-/// The fused single-example SGD step of [`train_step`] (inputs checked by the caller).
+/// The fused single-example SGD step of [`train_step`] (inputs checked by the caller;
+/// `first_needed` is the lowest trainable layer).
+#[allow(clippy::too_many_arguments)]
 fn single_example_sgd<T: Float>(
     net: &mut Network<T>,
     ws: &mut Workspace<T>,
@@ -388,11 +373,9 @@ fn single_example_sgd<T: Float>(
     opts: &TrainOptions,
     lr: f64,
     rng: &mut ChaCha8Rng,
+    first_needed: usize,
 ) -> f64 {
     let n = net.num_layers();
-    let Some(first_needed) = (0..n).find(|&l| !opts.is_frozen(l)) else {
-        return f64::NAN;
-    };
     net.forward_unchecked(
         ws,
         x,
@@ -426,7 +409,7 @@ fn single_example_sgd<T: Float>(
         Par::Seq,
     );
     let l2_sum = if opts.l2 > 0.0 {
-        l2_sum(net, opts)
+        l2_pass(net, opts, None)
     } else {
         0.0
     };
@@ -450,18 +433,8 @@ fn single_example_sgd<T: Float>(
         if l > first_needed
             && let Some(p) = prev.as_deref_mut()
         {
-            // delta_{l-1} = (delta W) * f'(z_{l-1}) * mask, from the weights before the update.
-            let pd = &mut p.delta[..inp];
-            gemm(
-                MatMut::from_row_major_slice_mut(pd, 1, inp),
-                Accum::Replace,
-                MatRef::from_row_major_slice(delta, 1, out),
-                layer.weight(),
-                Par::Seq,
-            );
-            pd.iter_mut()
-                .zip(&p.deriv[..inp])
-                .for_each(|(d, &f)| *d *= f);
+            // From the weights before the update.
+            propagate_delta(layer.weight(), delta, p, 1, Par::Seq);
         }
         if opts.is_frozen(l) {
             continue;
@@ -493,6 +466,35 @@ fn single_example_sgd<T: Float>(
         });
     }
     total
+}
+
+/// `delta_{l-1} = (delta_l W_l) * f'(z_{l-1}) * mask` into `below.delta` for a batch of
+/// `batch` rows (`delta` row-major `batch x outputs` of the layer whose weight is `weight`),
+/// chunk by chunk of rows.
+fn propagate_delta<T: Float>(
+    weight: MatRef<'_, T>,
+    delta: &[T],
+    below: &mut LayerBuffers<T>,
+    batch: usize,
+    par: Par,
+) {
+    let (out, inp) = (weight.nrows(), weight.ncols());
+    let parts = (
+        Rows::new(delta, out),
+        RowsMut::new(&mut below.delta[..batch * inp], inp),
+        Rows::new(&below.deriv[..batch * inp], inp),
+    );
+    for_chunks(batch, parts, par, &|_, rows, (d, pd, f), inner| {
+        let r = rows.len();
+        gemm(
+            MatMut::from_row_major_slice_mut(pd.data, r, inp),
+            Accum::Replace,
+            MatRef::from_row_major_slice(d.data, r, out),
+            weight,
+            inner,
+        );
+        pd.data.iter_mut().zip(f.data).for_each(|(d, &f)| *d *= f);
+    });
 }
 
 /// The mean data loss of a batch, and (when `grad` is given) its gradient with respect to the
@@ -543,39 +545,36 @@ fn data_loss_by_rows<T: Float>(
     row_loss.iter().sum::<f64>() / batch.max(1) as f64
 }
 
-/// `sum ||W||^2` over all layers in [`apply_l2`]'s order (element by element through the
-/// trainable layers, one subtotal per frozen layer), so every path reports the same loss.
-fn l2_sum<T: Float>(net: &Network<T>, opts: &TrainOptions) -> f64 {
+/// `sum ||W||^2` over all layers: element by element through the trainable layers, one
+/// subtotal per frozen layer, so every path reports the same loss. With `grads`, also adds
+/// `2 lambda W` to each trainable layer's weight gradient in the same pass.
+fn l2_pass<T: Float>(
+    net: &Network<T>,
+    opts: &TrainOptions,
+    mut grads: Option<&mut Gradients<T>>,
+) -> f64 {
+    let two_lambda = T::from_f64(2.0 * opts.l2);
     let mut sum = 0.0f64;
     for (l, layer) in net.layers().iter().enumerate() {
         let w = layer.weight_slice();
         if opts.is_frozen(l) {
             sum += w.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>();
-        } else {
-            for &wv in w {
-                let wf = wv.to_f64();
-                sum += wf * wf;
-            }
+            continue;
         }
-    }
-    sum
-}
-
-/// Adds `2 lambda W` to each active weight gradient and returns `sum ||W||^2` over all layers,
-/// in one pass per layer.
-fn apply_l2<T: Float>(net: &Network<T>, grads: &mut Gradients<T>, lambda: f64) -> f64 {
-    let two_lambda = T::from_f64(2.0 * lambda);
-    let mut sum = 0.0f64;
-    for (layer, g) in net.layers().iter().zip(grads.layers.iter_mut()) {
-        let w = layer.weight_slice();
-        if g.active {
-            for (gw, &wv) in g.weight.iter_mut().zip(w) {
-                *gw += two_lambda * wv;
-                let wf = wv.to_f64();
-                sum += wf * wf;
+        match grads.as_deref_mut().and_then(|g| g.layers.get_mut(l)) {
+            Some(g) => {
+                for (gw, &wv) in g.weight.iter_mut().zip(w) {
+                    *gw += two_lambda * wv;
+                    let wf = wv.to_f64();
+                    sum += wf * wf;
+                }
             }
-        } else {
-            sum += w.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>();
+            None => {
+                for &wv in w {
+                    let wf = wv.to_f64();
+                    sum += wf * wf;
+                }
+            }
         }
     }
     sum
@@ -670,7 +669,7 @@ pub fn compute_loss<T: Float>(
         crate::train::step_par(batch, par),
     );
     let l2 = if opts.l2 > 0.0 {
-        l2_sum(net, opts)
+        l2_pass(net, opts, None)
     } else {
         0.0
     };
