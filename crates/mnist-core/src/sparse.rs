@@ -224,16 +224,12 @@ impl<T: Float> SparseInput<T> {
         }
         // Per-output constant b + c * rowsum(W), each row summed in order.
         self.init.clear();
-        if self.init.capacity() < outputs {
-            self.init.reserve(outputs);
-        }
-        for (wrow, &b) in weight.chunks_exact(inputs).zip(bias) {
-            let corr = if c == zero {
-                zero
-            } else {
-                c * wrow.iter().fold(zero, |s, &w| s + w)
-            };
-            self.init.push(b + corr);
+        self.init.extend_from_slice(bias);
+        if c == zero {
+            // As `b + c * rowsum` would: adding +0 turns a bias of -0 into +0.
+            self.init.iter_mut().for_each(|b| *b += zero);
+        } else {
+            row_sums_times(weight, inputs, c, &mut self.init, par);
         }
         transpose_into_panels(weight, inputs, outputs, &mut self.wt, par);
     }
@@ -423,6 +419,51 @@ fn block_csc<T: Float>(
         |p| block_csc(csr, inputs, first + half, blocks - half, pb, rb, vb, p),
         par,
     );
+}
+
+/// `acc[o] += c * sum(weight row o)` for the rows of `weight` (`inputs` wide), each row summed
+/// left to right. Rows are split between the threads of `par` and summed eight at a time, so
+/// eight independent addition chains hide the add latency; each row's sum is the same sequence
+/// of additions either way.
+fn row_sums_times<T: Float>(weight: &[T], inputs: usize, c: T, acc: &mut [T], par: Par) {
+    const ROWS: usize = 8;
+    let rows = acc.len();
+    if parallelism_degree(par) > 1 && rows >= 4 * ROWS {
+        let half = rows / 2;
+        let (wa, wb) = weight.split_at((half * inputs).min(weight.len()));
+        let (aa, ab) = acc.split_at_mut(half);
+        join_raw(
+            |p| row_sums_times(wa, inputs, c, aa, p),
+            |p| row_sums_times(wb, inputs, c, ab, p),
+            par,
+        );
+        return;
+    }
+    let zero = T::from_f64(0.0);
+    for (group, out) in weight
+        .chunks(ROWS * inputs.max(1))
+        .zip(acc.chunks_mut(ROWS))
+    {
+        let mut sums = [zero; ROWS];
+        if out.len() == ROWS {
+            let r: [&[T]; ROWS] =
+                core::array::from_fn(|j| group.get(j * inputs..(j + 1) * inputs).unwrap_or(&[]));
+            for k in 0..inputs {
+                for (s, row) in sums.iter_mut().zip(&r) {
+                    if let Some(&w) = row.get(k) {
+                        *s += w;
+                    }
+                }
+            }
+        } else {
+            for (s, row) in sums.iter_mut().zip(group.chunks_exact(inputs.max(1))) {
+                *s = row.iter().fold(zero, |s, &w| s + w);
+            }
+        }
+        for (o, &s) in out.iter_mut().zip(&sums) {
+            *o += c * s;
+        }
+    }
 }
 
 /// Entries reserved for a compressed batch: the densest batch [`InputPath::Auto`] accepts.
