@@ -10,8 +10,11 @@
 //! The host is shared, and its speed drifts by tens of percent within minutes. So every
 //! measurement is repeated in interleaved rounds (each round times the limit's GEMMs, then our
 //! epochs), and each quantity reports its fastest round: the least-disturbed sample of the
-//! limit and of our code, taken minutes apart at most. The peers in `bench/` report their
-//! fastest epoch too.
+//! limit and of our code, taken minutes apart at most. The limit is the sum of each GEMM
+//! shape's fastest time over the rounds (each already the fastest of 7 samples), so it is at
+//! most any one round's limit. Both sides run inside a pool of the run's threads. deep-mse
+//! takes three rounds (its iterations are long). The peers in `bench/` report their fastest
+//! epoch too.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -172,7 +175,7 @@ impl ShapeTime {
 }
 
 /// The GEMMs of one training step and one evaluation batch of an architecture.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 struct DenseLimit {
     shapes: Vec<ShapeTime>,
 }
@@ -223,39 +226,46 @@ impl DenseLimit {
     }
 }
 
-fn dense_limit(sizes: &[usize], batch: usize, eval_batch: usize, par: Par) -> DenseLimit {
-    let mut shapes = Vec::new();
-    for (layer, pair) in sizes.windows(2).enumerate() {
-        let (inputs, outputs) = (pair[0], pair[1]);
-        let mut products = vec![
-            ("forward", Product::Forward),
-            ("weight_grad", Product::WeightGrad),
-        ];
-        if layer > 0 {
-            products.push(("input_grad", Product::InputGrad));
+/// Times the GEMMs of a training step of `batch` rows, and of an evaluation batch when
+/// `eval_batch` is given. They run inside a pool of `par`'s threads, as our epochs do, so both
+/// sides hand work between threads the same way.
+fn dense_limit(sizes: &[usize], batch: usize, eval_batch: Option<usize>, par: Par) -> DenseLimit {
+    mnist_core::with_thread_pool(par, || {
+        let mut shapes = Vec::new();
+        for (layer, pair) in sizes.windows(2).enumerate() {
+            let (inputs, outputs) = (pair[0], pair[1]);
+            let mut products = vec![
+                ("forward", Product::Forward),
+                ("weight_grad", Product::WeightGrad),
+            ];
+            if layer > 0 {
+                products.push(("input_grad", Product::InputGrad));
+            }
+            for (product, p) in products {
+                shapes.push(ShapeTime {
+                    layer,
+                    product,
+                    batch,
+                    inputs,
+                    outputs,
+                    seconds: gemm_time(p, batch, inputs, outputs, par),
+                    training: true,
+                });
+            }
+            if let Some(eval_batch) = eval_batch {
+                shapes.push(ShapeTime {
+                    layer,
+                    product: "forward_eval",
+                    batch: eval_batch,
+                    inputs,
+                    outputs,
+                    seconds: gemm_time(Product::Forward, eval_batch, inputs, outputs, par),
+                    training: false,
+                });
+            }
         }
-        for (product, p) in products {
-            shapes.push(ShapeTime {
-                layer,
-                product,
-                batch,
-                inputs,
-                outputs,
-                seconds: gemm_time(p, batch, inputs, outputs, par),
-                training: true,
-            });
-        }
-        shapes.push(ShapeTime {
-            layer,
-            product: "forward_eval",
-            batch: eval_batch,
-            inputs,
-            outputs,
-            seconds: gemm_time(Product::Forward, eval_batch, inputs, outputs, par),
-            training: false,
-        });
-    }
-    DenseLimit { shapes }
+        DenseLimit { shapes }
+    })
 }
 
 /// A recipe's network, optimizer and data, ready to time.
@@ -438,7 +448,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Value> {
         let eval_bs = r.config.evaluation.batch_size;
         let steps = n as f64 / bs as f64;
         let eval_batches = n as f64 / eval_bs as f64;
-        let one_thread = settings.threads > 1;
+        let time_one_thread = settings.threads > 1;
         // Interleaved rounds: the limit's GEMMs, then each of our epochs, so that every
         // quantity's fastest round comes from the same stretch of the host's weather.
         let mut limits = Vec::new();
@@ -446,10 +456,10 @@ pub fn run(settings: &Settings) -> anyhow::Result<Value> {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             let e = round as u64;
-            limits.push(dense_limit(&sizes, bs, eval_bs, par));
+            limits.push(dense_limit(&sizes, bs, Some(eval_bs), par));
             sparse.push(train_epoch(&r, InputPath::Auto, par, None, e)?);
             dense.push(train_epoch(&r, InputPath::Dense, par, None, e)?);
-            if one_thread {
+            if time_one_thread {
                 ones.push(train_epoch(&r, InputPath::Auto, Par::Seq, None, e)?);
             }
             eval_sparse.push(eval_pass(&r, InputPath::Auto, par, 1)?);
@@ -506,7 +516,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<Value> {
         );
         // Thread scaling: the same sparse epoch on one thread.
         let mut speedup = Value::Null;
-        if one_thread {
+        if time_one_thread {
             let (one, many) = (fastest(&ones), fastest(&sparse));
             println!(
                 "  1 thread: {one:.3} s -> {} threads are {:.2}x faster (target >= 1.7x)",
@@ -534,6 +544,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<Value> {
             "train_gflop_per_epoch": train_flops / 1e9, "eval_gflop_per_pass": eval_flops / 1e9,
             "dense_limit_train_seconds": train_limit, "dense_limit_eval_seconds": eval_limit,
             "gemm": limit.shapes_json(), "results": rows, "dense_share_of_gemm": dense_share,
+            "dense_limit_train_rounds": limits.iter().map(|l| l.step().0 * steps).collect::<Vec<_>>(),
+            "dense_limit_eval_rounds": limits.iter().map(|l| l.eval_batch().0 * eval_batches).collect::<Vec<_>>(),
             "thread_speedup": speedup,
         }));
     }
@@ -578,7 +590,7 @@ fn bench_batch1(settings: &Settings, mnist: &Mnist, par: Par) -> anyhow::Result<
         60_000.0 / per_s
     );
     Ok(
-        json!({ "recipe": r.name, "steps_timed": steps, "steps_per_second": per_s, "epoch_seconds_60k": 60_000.0 / per_s }),
+        json!({ "recipe": r.name, "steps_timed": steps, "rounds": times, "steps_per_second": per_s, "epoch_seconds_60k": 60_000.0 / per_s }),
     )
 }
 
@@ -590,7 +602,7 @@ fn bench_full_batch(settings: &Settings, mnist: &Mnist, par: Par) -> anyhow::Res
     let n = r.data.train.len();
     let (mut limits, mut times) = (Vec::new(), Vec::new());
     for _ in 0..settings.rounds().min(3) {
-        limits.push(dense_limit(&sizes, n, 1000, par));
+        limits.push(dense_limit(&sizes, n, None, par));
         times.push(train_epoch(&r, InputPath::Auto, par, Some(iters), 0)? / iters as f64);
     }
     let (limit, _) = DenseLimit::fastest_of(&limits).step();
@@ -603,6 +615,7 @@ fn bench_full_batch(settings: &Settings, mnist: &Mnist, par: Par) -> anyhow::Res
     );
     Ok(
         json!({ "recipe": r.name, "seconds_per_iteration": t, "rounds": times, "dense_limit_seconds": limit,
+                "dense_limit_rounds": limits.iter().map(|l| l.step().0).collect::<Vec<_>>(),
                 "ratio_to_dense_limit": t / limit, "run_seconds_2000": t * 2000.0 }),
     )
 }
@@ -619,7 +632,7 @@ fn run_peers(settings: &Settings, ours: &Value) -> anyhow::Result<Value> {
         .arg("--threads")
         .arg(settings.threads.to_string())
         .arg("--reps")
-        .arg(settings.rounds().max(3).to_string())
+        .arg(settings.rounds().to_string())
         .env_remove("OPENBLAS_CORETYPE")
         .env_remove("OPENBLAS_L2_SIZE")
         .output()

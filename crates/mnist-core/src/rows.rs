@@ -251,13 +251,19 @@ pub fn with_thread_pool<R: Send>(par: Par, f: impl FnOnce() -> R + Send) -> R {
     };
     pool.install(|| {
         let done = AtomicBool::new(false);
+        let caller = rayon::current_thread_index();
         rayon::scope(|s| {
-            for _ in 1..threads {
-                s.spawn(|_| keep_warm(&done));
-            }
             // Set on return and on unwind alike, so a panic in `f` cannot leave the scope
             // waiting for spinning threads.
             let _stop = StopOnDrop(&done);
+            // One copy per pool thread, run only by that thread: each other thread keeps
+            // warm, and the caller's copy (run whenever it next looks for work) returns at
+            // once, so the caller can never end up spinning under `f`.
+            s.spawn_broadcast(|_, ctx| {
+                if Some(ctx.index()) != caller {
+                    keep_warm(&done);
+                }
+            });
             f()
         })
     })
@@ -275,20 +281,24 @@ impl Drop for StopOnDrop<'_> {
 /// Runs the pool's pending work as it appears until `done` is set. Between passes it yields
 /// its core to the OS (so other processes, or other tests, still get it) instead of sleeping
 /// on a futex that the next pass would have to wake; only after 10 ms without work (a serial
-/// stretch such as a checkpoint) does it sleep, for 0.2 ms at a time.
+/// stretch such as a checkpoint) does it sleep, 0.1 ms at first and doubling up to 1 ms.
 fn keep_warm(done: &AtomicBool) {
     const AWAKE: Duration = Duration::from_millis(10);
-    const NAP: Duration = Duration::from_micros(200);
+    const FIRST_NAP: Duration = Duration::from_micros(100);
+    const LONGEST_NAP: Duration = Duration::from_millis(1);
     let mut idle_since: Option<Instant> = None;
+    let mut nap = FIRST_NAP;
     while !done.load(Ordering::Acquire) {
         if rayon::yield_now() == Some(rayon::Yield::Executed) {
             idle_since = None;
+            nap = FIRST_NAP;
             continue;
         }
         if idle_since.get_or_insert_with(Instant::now).elapsed() < AWAKE {
             std::thread::yield_now();
         } else {
-            std::thread::sleep(NAP);
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(LONGEST_NAP);
         }
     }
 }

@@ -428,9 +428,13 @@ fn block_csc<T: Float>(
 fn row_sums_times<T: Float>(weight: &[T], inputs: usize, c: T, acc: &mut [T], par: Par) {
     const ROWS: usize = 8;
     let rows = acc.len();
+    debug_assert_eq!(weight.len(), rows * inputs);
+    if inputs == 0 || weight.len() < rows * inputs {
+        return;
+    }
     if parallelism_degree(par) > 1 && rows >= 4 * ROWS {
         let half = rows / 2;
-        let (wa, wb) = weight.split_at((half * inputs).min(weight.len()));
+        let (wa, wb) = weight.split_at(half * inputs);
         let (aa, ab) = acc.split_at_mut(half);
         join_raw(
             |p| row_sums_times(wa, inputs, c, aa, p),
@@ -440,23 +444,17 @@ fn row_sums_times<T: Float>(weight: &[T], inputs: usize, c: T, acc: &mut [T], pa
         return;
     }
     let zero = T::from_f64(0.0);
-    for (group, out) in weight
-        .chunks(ROWS * inputs.max(1))
-        .zip(acc.chunks_mut(ROWS))
-    {
+    for (group, out) in weight.chunks(ROWS * inputs).zip(acc.chunks_mut(ROWS)) {
         let mut sums = [zero; ROWS];
         if out.len() == ROWS {
-            let r: [&[T]; ROWS] =
-                core::array::from_fn(|j| group.get(j * inputs..(j + 1) * inputs).unwrap_or(&[]));
+            let r: [&[T]; ROWS] = core::array::from_fn(|j| &group[j * inputs..][..inputs]);
             for k in 0..inputs {
                 for (s, row) in sums.iter_mut().zip(&r) {
-                    if let Some(&w) = row.get(k) {
-                        *s += w;
-                    }
+                    *s += row[k];
                 }
             }
         } else {
-            for (s, row) in sums.iter_mut().zip(group.chunks_exact(inputs.max(1))) {
+            for (s, row) in sums.iter_mut().zip(group.chunks_exact(inputs)) {
                 *s = row.iter().fold(zero, |s, &w| s + w);
             }
         }
@@ -1050,6 +1048,40 @@ impl<T: Float> Backward<'_, T> {
                 for (g, cell) in grow.iter_mut().zip(cells) {
                     *g = cell[j];
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_sums_match_a_left_to_right_sum_bit_for_bit() {
+        for (rows, inputs) in [
+            (1usize, 784usize),
+            (7, 5),
+            (8, 1),
+            (9, 784),
+            (33, 13),
+            (300, 784),
+        ] {
+            let weight: Vec<f32> = (0..rows * inputs)
+                .map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 1.37e-3)
+                .collect();
+            let bias: Vec<f32> = (0..rows).map(|o| o as f32 * 0.01 - 0.3).collect();
+            let c = -0.424_212_4_f32;
+            let want: Vec<u32> = weight
+                .chunks_exact(inputs)
+                .zip(&bias)
+                .map(|(row, &b)| (b + c * row.iter().fold(0.0f32, |s, &w| s + w)).to_bits())
+                .collect();
+            for par in [Par::Seq, Par::rayon(2), Par::rayon(3)] {
+                let mut got = bias.clone();
+                row_sums_times(&weight, inputs, c, &mut got, par);
+                let got: Vec<u32> = got.iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, want, "{rows} rows of {inputs}, {par:?}");
             }
         }
     }
