@@ -66,18 +66,6 @@ fn par_for(threads: usize) -> Par {
     }
 }
 
-/// Fastest of `reps` timings of `f` (seconds each), after one untimed call.
-fn fastest_time(reps: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    f()?;
-    let mut best = f64::INFINITY;
-    for _ in 0..reps.max(1) {
-        let t = Instant::now();
-        f()?;
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    Ok(best)
-}
-
 /// The fastest of a quantity's samples (one per round).
 fn fastest(samples: &[f64]) -> f64 {
     samples.iter().copied().fold(f64::INFINITY, f64::min)
@@ -345,7 +333,9 @@ fn train_epoch(
     })
 }
 
-fn eval_pass(r: &Recipe, path: InputPath, par: Par, reps: usize) -> anyhow::Result<f64> {
+/// Seconds of one evaluation pass over the training set (after an untimed warm-up pass); the
+/// rounds of `run` repeat it.
+fn eval_pass(r: &Recipe, path: InputPath, par: Par) -> anyhow::Result<f64> {
     let cfg = &r.config;
     let arch = cfg.architecture()?;
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -354,7 +344,7 @@ fn eval_pass(r: &Recipe, path: InputPath, par: Par, reps: usize) -> anyhow::Resu
     ws.set_input_path(path);
     let train = &r.data.train;
     mnist_core::with_thread_pool(par, || {
-        fastest_time(reps, || {
+        let mut pass = || {
             evaluate(
                 &net,
                 &mut ws,
@@ -362,9 +352,12 @@ fn eval_pass(r: &Recipe, path: InputPath, par: Par, reps: usize) -> anyhow::Resu
                 train.labels(),
                 cfg.training.loss,
                 par,
-            )?;
-            Ok(())
-        })
+            )
+        };
+        pass()?;
+        let t = Instant::now();
+        pass()?;
+        Ok(t.elapsed().as_secs_f64())
     })
 }
 
@@ -462,8 +455,8 @@ pub fn run(settings: &Settings) -> anyhow::Result<Value> {
             if time_one_thread {
                 ones.push(train_epoch(&r, InputPath::Auto, Par::Seq, None, e)?);
             }
-            eval_sparse.push(eval_pass(&r, InputPath::Auto, par, 1)?);
-            eval_dense.push(eval_pass(&r, InputPath::Dense, par, 1)?);
+            eval_sparse.push(eval_pass(&r, InputPath::Auto, par)?);
+            eval_dense.push(eval_pass(&r, InputPath::Dense, par)?);
         }
         let limit = DenseLimit::fastest_of(&limits);
         let (step_s, step_flops) = limit.step();

@@ -446,6 +446,8 @@ fn row_sums_times<T: Float>(weight: &[T], inputs: usize, c: T, acc: &mut [T], pa
     let zero = T::from_f64(0.0);
     for (group, out) in weight.chunks(ROWS * inputs).zip(acc.chunks_mut(ROWS)) {
         let mut sums = [zero; ROWS];
+        // A full group with a constant row count unrolls into eight chains; one loop for both
+        // cases (`take(rows in group)`) measured 107 us against 63 us for 300 x 784.
         if out.len() == ROWS {
             let r: [&[T]; ROWS] = core::array::from_fn(|j| &group[j * inputs..][..inputs]);
             for k in 0..inputs {
