@@ -79,6 +79,7 @@
 //! ```
 
 mod activation;
+mod aligned;
 mod arch;
 mod constraint;
 mod dense;

@@ -26,6 +26,7 @@ use faer::Par;
 use faer::utils::thread::{join_raw, parallelism_degree};
 
 use crate::Float;
+use crate::aligned::AlignedVec;
 
 /// Outputs per panel of the transposed weight (four AVX2 vectors of `f32`).
 pub(crate) const PANEL: usize = 32;
@@ -73,9 +74,9 @@ pub(crate) struct SparseInput<T> {
     /// Per row: how many values differ from 0 and from the batch's first value.
     counts: Vec<[u32; 2]>,
     /// Layer 0's `W^T` in panels (zero-padded past the last output).
-    wt: PanelBuf<T>,
+    wt: AlignedVec<T>,
     /// The weight gradient's transpose in panels, accumulated by the backward pass.
-    gt: PanelBuf<T>,
+    gt: AlignedVec<T>,
     /// The batch by column within each block of [`GRAD_BLOCK`] rows (block-CSC, built by the
     /// backward pass): per block `inputs + 1` offsets into `crow`/`cval`, which hold the rows
     /// (within the block) and values; block `b`'s entries sit where its rows' CSR entries do.
@@ -83,7 +84,7 @@ pub(crate) struct SparseInput<T> {
     crow: Vec<u32>,
     cval: Vec<T>,
     /// Per panel, one block's slice of `delta` (`GRAD_BLOCK x PANEL`).
-    dt: PanelBuf<T>,
+    dt: AlignedVec<T>,
     /// Set through [`crate::Workspace::set_input_fixed`]: every pass gets the same input.
     fixed: bool,
     /// The input (address, length, batch, policy) the compressed form was built from.
@@ -219,7 +220,9 @@ impl<T: Float> SparseInput<T> {
         self.panels_for = self.weights_fixed.then_some(key);
         let panels = outputs.div_ceil(PANEL);
         let zero = T::from_f64(0.0);
-        self.wt.resize(panels * inputs * PANEL, zero);
+        if self.wt.len() != panels * inputs * PANEL {
+            self.wt = AlignedVec::filled(panels * inputs * PANEL, zero);
+        }
         // Per-output constant b + c * rowsum(W), each row summed in order.
         self.init.clear();
         self.init.extend_from_slice(bias);
@@ -229,7 +232,7 @@ impl<T: Float> SparseInput<T> {
         } else {
             row_sums_times(weight, inputs, c, &mut self.init, par);
         }
-        transpose_into_panels(weight, inputs, outputs, self.wt.as_mut_slice(), par);
+        transpose_into_panels(weight, inputs, outputs, &mut self.wt, par);
     }
 
     /// `z = x W^T + b` for rows `first_row..` of the batch compressed by [`Self::prepare`]
@@ -251,7 +254,7 @@ impl<T: Float> SparseInput<T> {
             row_ptr: &self.row_ptr,
             idx: &self.idx,
             val: &self.val,
-            wt: self.wt.as_slice(),
+            wt: &self.wt,
             init: &self.init,
             inputs,
             outputs,
@@ -277,8 +280,12 @@ impl<T: Float> SparseInput<T> {
         let zero = T::from_f64(0.0);
         let rows = delta.len() / outputs;
         let panels = outputs.div_ceil(PANEL);
-        self.gt.resize(panels * inputs * PANEL, zero);
-        self.dt.resize(panels * GRAD_BLOCK * PANEL, zero);
+        if self.gt.len() != panels * inputs * PANEL {
+            self.gt = AlignedVec::filled(panels * inputs * PANEL, zero);
+        }
+        if self.dt.len() != panels * GRAD_BLOCK * PANEL {
+            self.dt = AlignedVec::filled(panels * GRAD_BLOCK * PANEL, zero);
+        }
         let row_ptr = self.row_ptr.get(..=rows).unwrap_or(&[]);
         let nnz = row_ptr.last().copied().unwrap_or(0);
         let blocks = rows.div_ceil(GRAD_BLOCK);
@@ -316,8 +323,8 @@ impl<T: Float> SparseInput<T> {
             outputs,
         };
         split_panels(
-            self.gt.as_mut_slice(),
-            self.dt.as_mut_slice(),
+            &mut self.gt,
+            &mut self.dt,
             grad,
             0,
             panels,
@@ -325,70 +332,6 @@ impl<T: Float> SparseInput<T> {
             par,
             &task,
         );
-    }
-}
-
-/// A zero-initialized buffer whose slice starts on a 64-byte boundary, so that each panel
-/// cell (`PANEL` values, 128 bytes in `f32`) spans two cache lines and no vector load of the
-/// kernels straddles a line (a large `Vec` from the system allocator starts 16 bytes past a
-/// page boundary, which made every second 32-byte load a split load).
-#[derive(Debug)]
-struct PanelBuf<T> {
-    buf: Vec<T>,
-    len: usize,
-}
-
-impl<T: Clone> PanelBuf<T> {
-    const SLACK: usize = 64;
-
-    /// Sets the length to `len` values, all `fill`, when the length changes (or on first use).
-    fn resize(&mut self, len: usize, fill: T) {
-        if self.len != len || self.buf.is_empty() {
-            self.buf = vec![fill; len + Self::SLACK];
-            self.len = len;
-        }
-    }
-
-    fn offset(&self) -> usize {
-        // Without unsafe code the allocation cannot be aligned, so the slice starts at the first
-        // 64-byte boundary inside it (`SLACK` values cover any start of a `T` of 1-8 bytes).
-        let off = self.buf.as_ptr().align_offset(64);
-        if off <= Self::SLACK { off } else { 0 }
-    }
-
-    fn as_slice(&self) -> &[T] {
-        let off = self.offset();
-        self.buf.get(off..off + self.len).unwrap_or(&[])
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [T] {
-        let off = self.offset();
-        let len = self.len;
-        self.buf.get_mut(off..off + len).unwrap_or(&mut [])
-    }
-}
-
-impl<T> Default for PanelBuf<T> {
-    fn default() -> Self {
-        Self {
-            buf: Vec::new(),
-            len: 0,
-        }
-    }
-}
-
-impl<T: Clone> Clone for PanelBuf<T> {
-    /// A copy of the contents in a new buffer, aligned in its own right.
-    fn clone(&self) -> Self {
-        let mut copy = Self {
-            buf: Vec::new(),
-            len: 0,
-        };
-        if let Some(fill) = self.as_slice().first() {
-            copy.resize(self.len, fill.clone());
-            copy.as_mut_slice().clone_from_slice(self.as_slice());
-        }
-        copy
     }
 }
 
@@ -1116,30 +1059,6 @@ impl<T: Float> Backward<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn panel_buffers_start_on_a_cache_line_and_clone_their_contents() {
-        for len in [1usize, 31, 32 * 784, 13 * 32 * 784] {
-            let mut buf = PanelBuf::<f32>::default();
-            buf.resize(len, 0.0);
-            assert_eq!(buf.as_slice().len(), len);
-            assert_eq!(buf.as_slice().as_ptr() as usize % 64, 0, "{len} values");
-            assert!(buf.as_slice().iter().all(|&v| v == 0.0));
-            for (i, v) in buf.as_mut_slice().iter_mut().enumerate() {
-                *v = i as f32;
-            }
-            let copy = buf.clone();
-            assert_eq!(copy.as_slice().as_ptr() as usize % 64, 0);
-            assert_eq!(copy.as_slice(), buf.as_slice());
-            // Same length: kept as it is.
-            buf.resize(len, 0.0);
-            assert_eq!(buf.as_slice().last().copied(), Some((len - 1) as f32));
-        }
-        let mut wide = PanelBuf::<f64>::default();
-        wide.resize(100, 0.0);
-        assert_eq!(wide.as_slice().as_ptr() as usize % 64, 0);
-        assert!(PanelBuf::<f32>::default().clone().as_slice().is_empty());
-    }
 
     #[test]
     fn row_sums_match_a_left_to_right_sum_bit_for_bit() {
