@@ -114,9 +114,7 @@ impl Activation {
         match self {
             Self::Identity => {}
             // Compiled for the CPU's widest vectors (AVX-512 / AVX2) through pulp.
-            Self::Sigmoid => {
-                pulp::Arch::new().dispatch(|| buf.iter_mut().for_each(|v| *v = sigmoid(*v)))
-            }
+            Self::Sigmoid => pulp::Arch::new().dispatch(SigmoidInPlace(buf)),
             Self::Tanh => buf.iter_mut().for_each(|v| *v = v.tanh()),
             // Branch-free selects, so the loops vectorize (same values as `apply`).
             Self::Relu => {
@@ -134,18 +132,16 @@ impl Activation {
     /// same position of `deriv`. Both slices must have the same length (extra elements of the
     /// longer one are left untouched).
     pub fn forward_with_derivative<T: Float>(self, buf: &mut [T], deriv: &mut [T]) {
+        if self == Self::Sigmoid {
+            pulp::Arch::new().dispatch(SigmoidWithDerivative { buf, deriv });
+            return;
+        }
         let zero = T::from_f64(0.0);
         let one = T::from_f64(1.0);
         let pairs = buf.iter_mut().zip(deriv.iter_mut());
         match self {
             Self::Identity => pairs.for_each(|(_, d)| *d = one),
-            Self::Sigmoid => pulp::Arch::new().dispatch(|| {
-                pairs.for_each(|(v, d)| {
-                    let s = sigmoid(*v);
-                    *v = s;
-                    *d = s * (one - s);
-                })
-            }),
+            Self::Sigmoid => {}
             Self::Tanh => pairs.for_each(|(v, d)| {
                 let t = v.tanh();
                 *v = t;
@@ -174,21 +170,79 @@ impl Activation {
 impl OutputHead {
     /// Writes the head's output for row-major `logits` (rows of `width`) into `out`.
     pub fn apply_rows<T: Float>(self, logits: &[T], out: &mut [T], width: usize) {
-        // Compiled for the CPU's widest vectors (AVX-512 / AVX2) through pulp.
-        pulp::Arch::new().dispatch(|| match self {
-            Self::Sigmoid => logits
-                .iter()
-                .zip(out.iter_mut())
-                .for_each(|(z, o)| *o = sigmoid(*z)),
-            Self::Softmax => {
-                if width == 0 {
+        pulp::Arch::new().dispatch(HeadRows {
+            head: self,
+            logits,
+            out,
+            width,
+        })
+    }
+}
+
+// The elementwise passes below are compiled for the CPU's widest vectors (AVX-512 / AVX2)
+// through pulp: each loop sits in an `#[inline(always)]` `with_simd`, which pulp inlines into
+// a function built with those features. (A closure handed to `dispatch` is not enough: rustc
+// may keep its body out of line, compiled for baseline x86-64, and did for these loops, which
+// then ran one value at a time with a library call to `floorf` in each `exp`.) The results do
+// not depend on the instruction set: the arithmetic has no fused multiply-adds.
+
+struct SigmoidInPlace<'a, T>(&'a mut [T]);
+
+impl<T: Float> pulp::WithSimd for SigmoidInPlace<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        for v in self.0.iter_mut() {
+            *v = sigmoid(*v);
+        }
+    }
+}
+
+struct SigmoidWithDerivative<'a, T> {
+    buf: &'a mut [T],
+    deriv: &'a mut [T],
+}
+
+impl<T: Float> pulp::WithSimd for SigmoidWithDerivative<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let one = T::from_f64(1.0);
+        for (v, d) in self.buf.iter_mut().zip(self.deriv.iter_mut()) {
+            let s = sigmoid(*v);
+            *v = s;
+            *d = s * (one - s);
+        }
+    }
+}
+
+struct HeadRows<'a, T> {
+    head: OutputHead,
+    logits: &'a [T],
+    out: &'a mut [T],
+    width: usize,
+}
+
+impl<T: Float> pulp::WithSimd for HeadRows<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        match self.head {
+            OutputHead::Sigmoid => {
+                for (o, &z) in self.out.iter_mut().zip(self.logits) {
+                    *o = sigmoid(z);
+                }
+            }
+            OutputHead::Softmax => {
+                if self.width == 0 {
                     return;
                 }
-                for (z, p) in logits.chunks_exact(width).zip(out.chunks_exact_mut(width)) {
+                let rows = self.logits.chunks_exact(self.width);
+                for (z, p) in rows.zip(self.out.chunks_exact_mut(self.width)) {
                     softmax_row(z, p);
                 }
             }
-        })
+        }
     }
 }
 
@@ -220,6 +274,48 @@ mod tests {
         Activation::Relu,
         Activation::LeakyRelu { slope: 0.07 },
     ];
+
+    /// The vectorized passes (compiled for AVX2 / AVX-512 where the CPU has them) give the
+    /// scalar formulas' values bit for bit, over the whole range including saturation.
+    #[test]
+    fn batch_passes_equal_the_scalar_formulas_bit_for_bit() {
+        let zs: Vec<f32> = (0..4001)
+            .map(|i| (i as f32 - 2000.0) * 0.047)
+            .chain([-1e4, -88.8, -87.4, 88.8, 1e4, 0.0, -0.0])
+            .collect();
+        for act in ALL {
+            let mut out = zs.clone();
+            act.forward_in_place(&mut out);
+            let mut with_d = zs.clone();
+            let mut d = vec![0.0f32; zs.len()];
+            act.forward_with_derivative(&mut with_d, &mut d);
+            for (i, &z) in zs.iter().enumerate() {
+                let want = act.apply(z).to_bits();
+                assert_eq!(out[i].to_bits(), want, "{act:?} forward at {z}");
+                assert_eq!(
+                    with_d[i].to_bits(),
+                    want,
+                    "{act:?} forward (training) at {z}"
+                );
+                let dz = act.derivative(z).to_bits();
+                assert_eq!(d[i].to_bits(), dz, "{act:?} derivative at {z}");
+            }
+        }
+        let mut p = vec![0.0f32; zs.len()];
+        OutputHead::Sigmoid.apply_rows(&zs, &mut p, 1);
+        for (&z, &pi) in zs.iter().zip(&p) {
+            assert_eq!(pi.to_bits(), sigmoid(z).to_bits(), "sigmoid head at {z}");
+        }
+        let width = 7;
+        let rows = zs.len() / width;
+        OutputHead::Softmax.apply_rows(&zs[..rows * width], &mut p[..rows * width], width);
+        for (z, got) in zs.chunks_exact(width).zip(p.chunks_exact(width)) {
+            let mut want = [0.0f32; 7];
+            softmax_row(z, &mut want);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(got), bits(&want), "softmax of {z:?}");
+        }
+    }
 
     #[test]
     fn derivatives_match_central_differences() {

@@ -270,7 +270,15 @@ fn update_par<T: Float>(
     par: Par,
 ) {
     if parallelism_degree(par) <= 1 || p.len() < 2 * MIN_PARALLEL_LEN {
-        pulp::Arch::new().dispatch(|| update(cfg, t, lr, p, g, m, v));
+        pulp::Arch::new().dispatch(Update {
+            cfg,
+            t,
+            lr,
+            p,
+            g,
+            m,
+            v,
+        });
         return;
     }
     let half = p.len() / 2;
@@ -284,6 +292,27 @@ fn update_par<T: Float>(
         |par| update_par(cfg, t, lr, pb, gb, mb, vb, par),
         par,
     );
+}
+
+/// [`update`] as a pulp kernel: `with_simd` is inlined into a function compiled for the CPU's
+/// widest vectors, and [`update`] into it. (A closure handed to `dispatch` was compiled out of
+/// line for baseline x86-64: SSE, four lanes, no AVX.)
+struct Update<'a, T> {
+    cfg: OptimizerConfig,
+    t: u64,
+    lr: f64,
+    p: &'a mut [T],
+    g: &'a [T],
+    m: &'a mut [T],
+    v: &'a mut [T],
+}
+
+impl<T: Float> pulp::WithSimd for Update<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        update(self.cfg, self.t, self.lr, self.p, self.g, self.m, self.v);
+    }
 }
 
 /// One fused pass over a parameter tensor.

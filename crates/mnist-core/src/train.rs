@@ -419,7 +419,6 @@ fn single_example_sgd<T: Float>(
     }
     let lr_t = T::from_f64(lr);
     let two_lambda = T::from_f64(2.0 * opts.l2);
-    let zero = T::from_f64(0.0);
     let x = x.get(..net.inputs()).unwrap_or(x);
     for l in (first_needed..n).rev() {
         let (below, rest) = bufs.split_at_mut(l);
@@ -447,25 +446,52 @@ fn single_example_sgd<T: Float>(
         // The same arithmetic as the outer product, the L2 term and the SGD update, compiled
         // for the widest vectors; without L2 a unit whose delta is zero keeps its row.
         b.iter_mut().zip(delta).for_each(|(b, &d)| *b -= lr_t * d);
-        let l2 = opts.l2 > 0.0;
-        pulp::Arch::new().dispatch(|| {
-            for (wrow, &d) in w.chunks_exact_mut(inp).zip(delta) {
-                if l2 {
-                    for (wv, &xv) in wrow.iter_mut().zip(input) {
-                        let g = d * xv + two_lambda * *wv;
-                        *wv -= lr_t * g;
-                    }
-                } else if d != zero {
-                    // A contiguous pass over the row: skipping the runs of blank pixels was
-                    // slower (measured), as the branches cost more than the streaming.
-                    for (wv, &xv) in wrow.iter_mut().zip(input) {
-                        *wv -= lr_t * (d * xv);
-                    }
-                }
-            }
+        pulp::Arch::new().dispatch(SgdRows {
+            weight: w,
+            delta,
+            input,
+            lr: lr_t,
+            two_lambda,
+            l2: opts.l2 > 0.0,
         });
     }
     total
+}
+
+/// A batch-1 step's weight update `W -= lr (delta x^T + 2 lambda W)`, fused with the outer
+/// product, compiled for the CPU's widest vectors through pulp (the loop sits in `with_simd`
+/// itself: a closure handed to `dispatch` may be compiled out of line for baseline x86-64).
+struct SgdRows<'a, T> {
+    weight: &'a mut [T],
+    delta: &'a [T],
+    input: &'a [T],
+    lr: T,
+    two_lambda: T,
+    l2: bool,
+}
+
+impl<T: Float> pulp::WithSimd for SgdRows<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let zero = T::from_f64(0.0);
+        let (lr_t, two_lambda) = (self.lr, self.two_lambda);
+        let inp = self.input.len();
+        for (wrow, &d) in self.weight.chunks_exact_mut(inp.max(1)).zip(self.delta) {
+            if self.l2 {
+                for (wv, &xv) in wrow.iter_mut().zip(self.input) {
+                    let g = d * xv + two_lambda * *wv;
+                    *wv -= lr_t * g;
+                }
+            } else if d != zero {
+                // A contiguous pass over the row: skipping the runs of blank pixels was
+                // slower (measured), as the branches cost more than the streaming.
+                for (wv, &xv) in wrow.iter_mut().zip(self.input) {
+                    *wv -= lr_t * (d * xv);
+                }
+            }
+        }
+    }
 }
 
 /// `delta_{l-1} = (delta_l W_l) * f'(z_{l-1}) * mask` into `below.delta` for a batch of
