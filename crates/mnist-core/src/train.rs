@@ -1,5 +1,7 @@
 //! Training-mode forward + loss + backpropagation into preallocated gradients, and evaluation.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use faer::{Accum, MatMut, MatRef, Par};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -777,23 +779,45 @@ fn evaluate_batches<T: Float>(
     let inputs = net.inputs();
     let width = net.outputs();
     let step = ws.max_batch();
+    let head = net.architecture().output;
     let mut total = 0.0f64;
     let mut correct = 0usize;
+    // Softmax cross-entropy sums one term per row: the rows' terms are computed in parallel
+    // and added in row order, as one serial pass would. (The other losses add element by
+    // element, so they stay one serial pass to keep the same rounding.)
+    let by_rows = loss == Loss::CrossEntropy && head == OutputHead::Softmax;
+    let mut row_loss = vec![0.0f64; if by_rows { step } else { 0 }];
     for (xb, yb) in x.chunks(step * inputs.max(1)).zip(labels.chunks(step)) {
-        let out = net.forward(ws, xb, yb.len(), par)?;
-        total += loss.sum(
-            net.architecture().output,
-            out.logits_slice(),
-            out.probabilities_slice(),
-            yb,
-            width,
-        );
-        correct += out
-            .probabilities_slice()
-            .chunks_exact(width)
-            .zip(yb)
-            .filter(|(row, y)| crate::network::argmax(row) == **y)
-            .count();
+        let rows = yb.len();
+        let out = net.forward(ws, xb, rows, par)?;
+        let (logits, probs) = (out.logits_slice(), out.probabilities_slice());
+        let hits = |p: &[T], y: &[u8]| {
+            p.chunks_exact(width)
+                .zip(y)
+                .filter(|(row, y)| crate::network::argmax(row) == **y)
+                .count()
+        };
+        if let (true, Some(rl)) = (by_rows, row_loss.get_mut(..rows)) {
+            let hit = AtomicUsize::new(0);
+            let parts = (
+                Rows::new(logits, width),
+                Rows::new(probs, width),
+                Rows::new(yb, 1),
+                RowsMut::new(&mut *rl, 1),
+            );
+            for_chunks(rows, parts, par, &|_, _, (z, p, y, rl), _| {
+                let terms = z.data.chunks_exact(width).zip(p.data.chunks_exact(width));
+                for (((zr, pr), yr), l) in terms.zip(y.data.chunks_exact(1)).zip(rl.data) {
+                    *l = loss.sum(head, zr, pr, yr, width);
+                }
+                hit.fetch_add(hits(p.data, y.data), Ordering::Relaxed);
+            });
+            total += rl.iter().fold(0.0f64, |s, &l| s + l);
+            correct += hit.into_inner();
+        } else {
+            total += loss.sum(head, logits, probs, yb, width);
+            correct += hits(probs, yb);
+        }
     }
     let denom = n.max(1) as f64;
     Ok(Evaluation {
