@@ -621,36 +621,71 @@ fn transpose_panels<T: Float>(
         );
         return;
     }
-    let zero = T::from_f64(0.0);
-    for (p, panel) in (first..).zip(wt.chunks_exact_mut(inputs * PANEL)) {
-        let o0 = p * PANEL;
-        let rows = weight
-            .get(o0 * inputs..(outputs.min(o0 + PANEL)) * inputs)
-            .unwrap_or(&[]);
-        let used = rows.len() / inputs;
-        let (cells, _) = panel.as_chunks_mut::<PANEL>();
-        for (b, block) in cells.chunks_mut(8).enumerate() {
-            let i0 = b * 8;
-            if block.len() == 8 && i0 + 8 <= inputs {
-                // Full tile: 8 values from each used row, then 8 panel rows.
-                let mut tile = [[zero; 8]; PANEL];
-                for (t, wrow) in tile.iter_mut().zip(rows.chunks_exact(inputs)) {
-                    if let Some(src) = wrow.get(i0..i0 + 8) {
-                        t.copy_from_slice(src);
+    pulp::Arch::new().dispatch(TransposeCall {
+        weight,
+        inputs,
+        outputs,
+        first,
+        wt,
+    });
+}
+
+/// The sequential part of [`transpose_panels`], compiled for the CPU's widest vectors.
+struct TransposeCall<'a, T> {
+    weight: &'a [T],
+    inputs: usize,
+    outputs: usize,
+    first: usize,
+    wt: &'a mut [T],
+}
+
+impl<T: Float> pulp::WithSimd for TransposeCall<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let Self {
+            weight,
+            inputs,
+            outputs,
+            first,
+            wt,
+        } = self;
+        let zero = T::from_f64(0.0);
+        for (p, panel) in (first..).zip(wt.chunks_exact_mut(inputs * PANEL)) {
+            let o0 = p * PANEL;
+            let rows = weight
+                .get(o0 * inputs..(outputs.min(o0 + PANEL)) * inputs)
+                .unwrap_or(&[]);
+            let used = rows.len() / inputs;
+            let (cells, _) = panel.as_chunks_mut::<PANEL>();
+            for (b, block) in cells.chunks_mut(8).enumerate() {
+                let i0 = b * 8;
+                if block.len() == 8 && i0 + 8 <= inputs {
+                    // Full tile: 8 values from each used row, then 8 panel rows.
+                    let mut tile = [[zero; 8]; PANEL];
+                    for (t, wrow) in tile.iter_mut().zip(rows.chunks_exact(inputs)) {
+                        if let Some(src) = wrow.get(i0..i0 + 8) {
+                            t.copy_from_slice(src);
+                        }
                     }
-                }
-                for (k, cell) in block.iter_mut().enumerate() {
-                    for (j, slot) in cell.iter_mut().enumerate().take(used) {
-                        *slot = tile[j][k];
+                    for (k, cell) in block.iter_mut().enumerate() {
+                        if used == PANEL {
+                            // Constant trip counts: the copy becomes shuffles.
+                            *cell = core::array::from_fn(|j| tile[j][k]);
+                        } else {
+                            for (j, slot) in cell.iter_mut().enumerate().take(used) {
+                                *slot = tile[j][k];
+                            }
+                        }
                     }
+                    continue;
                 }
-                continue;
-            }
-            for (j, wrow) in rows.chunks_exact(inputs).enumerate() {
-                let src = wrow.get(i0..i0 + block.len()).unwrap_or(&[]);
-                for (cell, &w) in block.iter_mut().zip(src) {
-                    if let Some(slot) = cell.get_mut(j) {
-                        *slot = w;
+                for (j, wrow) in rows.chunks_exact(inputs).enumerate() {
+                    let src = wrow.get(i0..i0 + block.len()).unwrap_or(&[]);
+                    for (cell, &w) in block.iter_mut().zip(src) {
+                        if let Some(slot) = cell.get_mut(j) {
+                            *slot = w;
+                        }
                     }
                 }
             }
