@@ -157,12 +157,12 @@ impl<T: Float> SparseInput<T> {
         let counts = &mut self.counts[..rows];
         // Background: 0, or the first value (the top-left pixel of a standardized image).
         for_rows(x, inputs, counts, par, &|xs, cs| {
-            for (row, cnt) in xs.chunks_exact(inputs).zip(cs.iter_mut()) {
-                let (a, b) = row.iter().fold((0u32, 0u32), |(a, b), &v| {
-                    (a + u32::from(v != zero), b + u32::from(v != first))
-                });
-                *cnt = [a, b];
-            }
+            pulp::Arch::new().dispatch(CountCall {
+                x: xs,
+                inputs,
+                first,
+                counts: cs,
+            });
         });
         let (nnz_zero, nnz_first) = counts.iter().fold((0usize, 0usize), |(a, b), c| {
             (a + c[0] as usize, b + c[1] as usize)
@@ -530,6 +530,29 @@ fn compress_rows<T: Float>(
         |p| compress_rows(xb, inputs, c, &row_ptr[half..], ib, vb, p),
         par,
     );
+}
+
+/// Per row of `x`: how many values differ from 0 and from `first` (the sequential part of
+/// [`SparseInput::prepare`]'s count, compiled for the CPU's widest vectors).
+struct CountCall<'a, T> {
+    x: &'a [T],
+    inputs: usize,
+    first: T,
+    counts: &'a mut [[u32; 2]],
+}
+
+impl<T: Float> pulp::WithSimd for CountCall<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let (zero, first) = (T::from_f64(0.0), self.first);
+        for (row, cnt) in self.x.chunks_exact(self.inputs).zip(self.counts.iter_mut()) {
+            let (a, b) = row.iter().fold((0u32, 0u32), |(a, b), &v| {
+                (a + u32::from(v != zero), b + u32::from(v != first))
+            });
+            *cnt = [a, b];
+        }
+    }
 }
 
 /// The sequential part of [`compress_rows`], compiled for the CPU's best instruction set so
