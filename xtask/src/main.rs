@@ -46,7 +46,7 @@ enum Command {
         /// Where the JSON report goes.
         #[arg(long, default_value_os_t = workspace_root().join("results").join("bench.json"))]
         json: PathBuf,
-        /// One repetition per measurement instead of three.
+        /// One round per measurement instead of five (deep-mse: instead of three).
         #[arg(long)]
         quick: bool,
         /// Also run the NumPy (and PyTorch/JAX where installed) peers in bench/ and print

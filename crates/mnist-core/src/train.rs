@@ -775,6 +775,23 @@ fn evaluate_batches<T: Float>(
     loss: Loss,
     par: Par,
 ) -> Result<Evaluation, CoreError> {
+    // The workspace's per-row loss buffer, borrowed for the call (the forward passes borrow
+    // the rest of the workspace), so an evaluation allocates nothing.
+    let mut row_loss = std::mem::take(&mut ws.row_loss);
+    let result = evaluate_rows(net, ws, x, labels, loss, par, &mut row_loss);
+    ws.row_loss = row_loss;
+    result
+}
+
+fn evaluate_rows<T: Float>(
+    net: &Network<T>,
+    ws: &mut Workspace<T>,
+    x: &[T],
+    labels: &[u8],
+    loss: Loss,
+    par: Par,
+    row_loss: &mut [f64],
+) -> Result<Evaluation, CoreError> {
     let n = labels.len();
     let inputs = net.inputs();
     let width = net.outputs();
@@ -786,7 +803,6 @@ fn evaluate_batches<T: Float>(
     // and added in row order, as one serial pass would. (The other losses add element by
     // element, so they stay one serial pass to keep the same rounding.)
     let by_rows = loss == Loss::CrossEntropy && head == OutputHead::Softmax;
-    let mut row_loss = vec![0.0f64; if by_rows { step } else { 0 }];
     for (xb, yb) in x.chunks(step * inputs.max(1)).zip(labels.chunks(step)) {
         let rows = yb.len();
         let out = net.forward(ws, xb, rows, par)?;
