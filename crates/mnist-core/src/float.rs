@@ -137,8 +137,11 @@ fn exp_nonpositive_f32(x: f32) -> f32 {
         * r
         + 0.5;
     let e = p * (r * r) + r + 1.0;
-    // k in [-126, 0]: a normal power of two.
-    e * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    // k in [-126, 0]: a normal power of two. Adding 2^23 puts the integer k + 127 in the low
+    // mantissa bits (exactly: the sum lies in [2^23, 2^24), one ulp apart); unlike `k as i32`,
+    // whose saturation and NaN rules AVX-512 code computed one lane at a time.
+    let biased = (k + (127.0 + 8_388_608.0)).to_bits() & 0x007f_ffff;
+    e * f32::from_bits(biased << 23)
 }
 
 #[inline(always)]
@@ -155,8 +158,9 @@ fn exp_nonpositive_f64(x: f64) -> f64 {
         * rr
         + 2.0;
     let e = 1.0 + 2.0 * (px / (qx - px));
-    // k in [-1022, 0]: a normal power of two.
-    e * f64::from_bits(((k as i64 + 1023) as u64) << 52)
+    // k in [-1022, 0]: a normal power of two, built as in the f32 version (2^52 this time).
+    let biased = (k + (1023.0 + 4_503_599_627_370_496.0)).to_bits() & 0x000f_ffff_ffff_ffff;
+    e * f64::from_bits(biased << 52)
 }
 
 #[cfg(test)]
