@@ -309,17 +309,24 @@ impl<T: Float> Network<T> {
                     l >= t.first_needed,
                 ),
             };
-            // The mask's words for the whole layer are drawn first, in row-major order (the
-            // same stream on any split), then each chunk applies its rows' words.
-            let words = match train.as_mut() {
+            // The mask takes the stream's next `len` words in row-major order whatever the
+            // split: each chunk draws its rows' words from a copy of the stream set to their
+            // position (ChaCha seeks in constant time), so the draws run on every thread, and
+            // the stream then moves past all of them.
+            let (words, stream) = match train.as_mut() {
                 Some(t) if keep < 1.0 => {
                     if mask_words.len() < len {
                         mask_words.resize(len.max(max_batch * width), 0);
                     }
-                    draw_mask_words(&mut mask_words[..len], t.rng);
-                    Some(Rows::new(&mask_words[..len], width))
+                    let start = t.rng.get_word_pos();
+                    t.rng.set_word_pos(start + len as u128);
+                    let stream = (t.rng.clone(), start);
+                    (
+                        Some(RowsMut::new(&mut mask_words[..len], width)),
+                        Some(stream),
+                    )
                 }
-                _ => None,
+                _ => (None, None),
             };
             let deriv = with_deriv.then(|| RowsMut::new(&mut cur.deriv[..len], width));
             let parts = (
@@ -338,7 +345,10 @@ impl<T: Float> Network<T> {
                         Some(d) => act.forward_with_derivative(out.data, d.data),
                         None => act.forward_in_place(out.data),
                     }
-                    if let Some(words) = words {
+                    if let (Some(words), Some((rng, start))) = (words, &stream) {
+                        let mut rng = rng.clone();
+                        rng.set_word_pos(start + (rows.start * width) as u128);
+                        draw_mask_words(words.data, &mut rng);
                         apply_mask_words(out.data, deriv.map(|d| d.data), words.data, keep);
                     }
                 },
@@ -414,4 +424,60 @@ pub fn argmax<T: Float>(row: &[T]) -> u8 {
         }
     }
     u8::try_from(best).unwrap_or(u8::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::{Activation, Architecture, BiasInit, LayerInit, OutputHead, WeightInit};
+
+    /// The chunks draw their rows' mask words from copies of the stream set to their position:
+    /// together they must take exactly the stream's next words in row-major order, as one
+    /// sequential draw would, and leave the stream after the last of them.
+    #[test]
+    fn dropout_masks_take_the_next_words_of_the_stream_in_row_major_order() {
+        let (inputs, hidden, batch) = (5usize, 37usize, 300usize);
+        let arch = Architecture::new(
+            vec![inputs, hidden, 3],
+            vec![Activation::Identity],
+            OutputHead::Softmax,
+        )
+        .unwrap();
+        let init = LayerInit::new(
+            WeightInit::Normal {
+                mean: 0.0,
+                std: 1.0,
+            },
+            BiasInit::Zero,
+        );
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let net = Network::<f32>::new(&arch, &[init], &mut rng).unwrap();
+        let x: Vec<f32> = (0..batch * inputs).map(|i| (i % 7) as f32).collect();
+        let keep = 0.5;
+        for par in [Par::Seq, Par::rayon(2)] {
+            let mut ws = net.workspace(batch);
+            let mut stream = ChaCha8Rng::seed_from_u64(11);
+            // Start mid-block, as after earlier draws.
+            let _: u32 = stream.random();
+            let mut reference = stream.clone();
+            let pass = TrainPass {
+                keep_prob: &[keep],
+                first_needed: 0,
+                rng: &mut stream,
+            };
+            net.forward_unchecked(&mut ws, &x, batch, Some(pass), par);
+            let threshold = (keep * 4_294_967_296.0) as u32;
+            let want: Vec<f32> = (0..batch * hidden)
+                .map(|_| {
+                    let w: u32 = reference.random();
+                    if w < threshold { 2.0 } else { 0.0 }
+                })
+                .collect();
+            // Identity units: the derivative is the mask times 1/keep.
+            assert_eq!(&ws.layers[0].deriv[..batch * hidden], &want[..], "{par:?}");
+            assert_eq!(stream.get_word_pos(), reference.get_word_pos(), "{par:?}");
+        }
+    }
 }
