@@ -63,10 +63,14 @@ pub trait Float:
     fn extend_le_bytes(self, out: &mut Vec<u8>);
     /// Reads one value from exactly [`Self::BYTES`] little-endian bytes; `None` on a wrong length.
     fn from_le_chunk(chunk: &[u8]) -> Option<Self>;
+    /// The slice as `f32` when `Self` is `f32` (for kernels written for one type only).
+    fn as_f32_slice(s: &[Self]) -> Option<&[f32]>;
+    /// The mutable slice as `f32` when `Self` is `f32`.
+    fn as_f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 macro_rules! impl_float {
-    ($t:ty, $dtype:ident, $exp_nonpositive:ident) => {
+    ($t:ty, $dtype:ident, $exp_nonpositive:ident, $as_f32:ident, $as_f32_mut:ident) => {
         impl Float for $t {
             const DTYPE: safetensors::Dtype = safetensors::Dtype::$dtype;
             const BYTES: usize = core::mem::size_of::<$t>();
@@ -113,12 +117,37 @@ macro_rules! impl_float {
             fn from_le_chunk(chunk: &[u8]) -> Option<Self> {
                 chunk.try_into().ok().map(<$t>::from_le_bytes)
             }
+            #[inline(always)]
+            fn as_f32_slice(s: &[Self]) -> Option<&[f32]> {
+                $as_f32(s)
+            }
+            #[inline(always)]
+            fn as_f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+                $as_f32_mut(s)
+            }
         }
     };
 }
 
-impl_float!(f32, F32, exp_nonpositive_f32);
-impl_float!(f64, F64, exp_nonpositive_f64);
+impl_float!(f32, F32, exp_nonpositive_f32, some_f32, some_f32_mut);
+impl_float!(f64, F64, exp_nonpositive_f64, no_f32, no_f32_mut);
+
+#[inline(always)]
+fn some_f32(s: &[f32]) -> Option<&[f32]> {
+    Some(s)
+}
+#[inline(always)]
+fn some_f32_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+    Some(s)
+}
+#[inline(always)]
+fn no_f32(_: &[f64]) -> Option<&[f32]> {
+    None
+}
+#[inline(always)]
+fn no_f32_mut(_: &mut [f64]) -> Option<&mut [f32]> {
+    None
+}
 
 // Cephes' exp and expf: x = k ln2 + r with |r| <= ln2 / 2 (ln2 split in two so k ln2 is
 // exact), e^r from a polynomial (f32) or a Pade form (f64), and 2^k written into the exponent
