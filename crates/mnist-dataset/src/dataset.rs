@@ -6,6 +6,7 @@ use crate::files::{IMAGE_PIXELS, IMAGE_SIDE, MnistFile, NUM_CLASSES};
 use crate::idx;
 use crate::normalize::Preprocessing;
 use crate::source::DataSources;
+use rayon::prelude::*;
 
 /// Images as bytes 0..=255 (row-major, `rows x cols` each) with their labels 0..=9.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,9 +253,34 @@ impl Dataset {
 
     /// Copies the rows at `indices` into `features`/`labels` (cleared first, capacity reused):
     /// a shuffled batch without allocating once the buffers have grown to batch size.
+    ///
+    /// Large batches are copied on the threads of the current rayon pool: the rows are scattered
+    /// over a dataset far larger than the caches, and one thread alone does not keep memory busy.
     pub fn gather_into(&self, indices: &[usize], features: &mut Vec<f32>, labels: &mut Vec<u8>) {
-        features.clear();
+        /// Rows per parallel task (about 100 KB of pixels).
+        const ROWS_PER_TASK: usize = 32;
         labels.clear();
+        let dim = self.dim;
+        if indices.len() >= 2 * ROWS_PER_TASK
+            && dim > 0
+            && rayon::current_num_threads() > 1
+            && indices.iter().all(|&i| i < self.len())
+        {
+            // Every row is valid: the buffer is sized once and each row written exactly once.
+            features.resize(indices.len() * dim, 0.0);
+            features
+                .par_chunks_mut(dim)
+                .with_min_len(ROWS_PER_TASK)
+                .zip(indices.par_iter())
+                .for_each(|(dst, &i)| {
+                    if let Some(row) = self.features.get(i * dim..(i + 1) * dim) {
+                        dst.copy_from_slice(row);
+                    }
+                });
+            labels.extend(indices.iter().filter_map(|&i| self.labels.get(i)));
+            return;
+        }
+        features.clear();
         for &i in indices {
             if let Some(row) = self.features.get(i * self.dim..(i + 1) * self.dim) {
                 features.extend_from_slice(row);
@@ -265,3 +291,47 @@ impl Dataset {
 }
 
 const _: () = assert!(IMAGE_PIXELS == IMAGE_SIDE * IMAGE_SIDE);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parallel copy (valid indices, a pool of several threads) and the sequential one (any
+    /// index out of range, or one thread) give the rows in the order asked.
+    #[test]
+    fn gathered_batches_hold_the_indexed_rows_in_order() {
+        let (n, dim) = (500usize, 7usize);
+        let features: Vec<f32> = (0..n * dim).map(|v| v as f32).collect();
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        let data = Dataset::new(features, labels, dim).unwrap();
+        let valid: Vec<usize> = (0..300).map(|k| (k * 7919) % n).collect();
+        let mut with_bad = valid.clone();
+        with_bad[5] = n + 3;
+        let expect = |idx: &[usize]| {
+            let rows: Vec<usize> = idx.iter().copied().filter(|&i| i < n).collect();
+            let f: Vec<f32> = rows
+                .iter()
+                .flat_map(|&i| (i * dim..(i + 1) * dim).map(|v| v as f32))
+                .collect();
+            let l: Vec<u8> = rows.iter().map(|&i| (i % 10) as u8).collect();
+            (f, l)
+        };
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for idx in [&valid[..], &with_bad[..], &valid[..10]] {
+                // Buffers left longer than needed by an earlier batch.
+                let (mut f, mut l) = (vec![-1.0; 5000], vec![99; 900]);
+                pool.install(|| data.gather_into(idx, &mut f, &mut l));
+                assert_eq!(
+                    (f, l),
+                    expect(idx),
+                    "{threads} thread(s), {} rows",
+                    idx.len()
+                );
+            }
+        }
+    }
+}
