@@ -50,6 +50,15 @@ pub fn sigmoid<T: Float>(z: T) -> T {
     if z >= T::from_f64(0.0) { inv } else { e * inv }
 }
 
+/// The hidden-layer sigmoid: [`sigmoid`] with outputs below [`Float::FLUSH_BELOW`] (inputs
+/// below about -34.7 in `f32`) set to exactly 0, so that saturated units feed no subnormal
+/// products into the next layer (see [`Float::flush_tiny`]). Output heads keep the plain
+/// [`sigmoid`]: their probabilities are reported, and the loss gradient is flushed instead.
+#[inline(always)]
+pub fn hidden_sigmoid<T: Float>(z: T) -> T {
+    sigmoid(z).flush_tiny()
+}
+
 impl Activation {
     /// `f(z)` for one value.
     #[inline]
@@ -57,7 +66,7 @@ impl Activation {
         let zero = T::from_f64(0.0);
         match self {
             Self::Identity => z,
-            Self::Sigmoid => sigmoid(z),
+            Self::Sigmoid => hidden_sigmoid(z),
             Self::Tanh => z.tanh(),
             Self::Relu => {
                 if z > zero {
@@ -84,7 +93,7 @@ impl Activation {
         match self {
             Self::Identity => one,
             Self::Sigmoid => {
-                let s = sigmoid(z);
+                let s = hidden_sigmoid(z);
                 s * (one - s)
             }
             Self::Tanh => {
@@ -193,7 +202,7 @@ impl<T: Float> pulp::WithSimd for SigmoidInPlace<'_, T> {
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         for v in self.0.iter_mut() {
-            *v = sigmoid(*v);
+            *v = hidden_sigmoid(*v);
         }
     }
 }
@@ -209,7 +218,7 @@ impl<T: Float> pulp::WithSimd for SigmoidWithDerivative<'_, T> {
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         let one = T::from_f64(1.0);
         for (v, d) in self.buf.iter_mut().zip(self.deriv.iter_mut()) {
-            let s = sigmoid(*v);
+            let s = hidden_sigmoid(*v);
             *v = s;
             *d = s * (one - s);
         }
@@ -373,6 +382,31 @@ mod tests {
         }
         assert_eq!(sigmoid(0.0f64), 0.5);
         assert!(sigmoid(-800.0f64) >= 0.0 && sigmoid(800.0f64) == 1.0);
+    }
+
+    #[test]
+    fn saturated_hidden_sigmoids_give_exact_zeros_never_subnormals() {
+        let flush = f32::FLUSH_BELOW;
+        let mut z: Vec<f32> = (0..4000).map(|i| -120.0 + 0.03 * i as f32).collect();
+        z.extend([f32::MIN, -1e4, -87.5, -34.7, -34.6, 0.0, f32::MAX]);
+        let mut buf = z.clone();
+        let mut deriv = vec![0.0f32; z.len()];
+        Activation::Sigmoid.forward_with_derivative(&mut buf, &mut deriv);
+        for ((&zi, &s), &d) in z.iter().zip(&buf).zip(&deriv) {
+            assert!(s == 0.0 || s >= flush, "hidden sigmoid({zi}) = {s:e}");
+            assert!(d == 0.0 || d.is_normal(), "hidden sigmoid'({zi}) = {d:e}");
+            // Below the threshold exactly zero; above it the plain sigmoid, bit for bit.
+            let plain = sigmoid(zi);
+            let expect = if plain < flush { 0.0 } else { plain };
+            assert_eq!(s.to_bits(), expect.to_bits(), "at {zi}");
+        }
+        // The cut sits where sigmoid(z) = 2^-50, z = -50 ln 2 = -34.66.
+        assert_eq!(Activation::Sigmoid.apply(-34.7f32), 0.0);
+        assert!(Activation::Sigmoid.apply(-34.6f32) > 0.0);
+        // Output heads report the unflushed probability.
+        let mut p = [0.0f32];
+        OutputHead::Sigmoid.apply_rows(&[-60.0f32], &mut p, 1);
+        assert!(p[0] > 0.0 && p[0] < flush);
     }
 
     #[test]

@@ -165,6 +165,8 @@ impl Loss {
 
     /// The gradient part of [`Loss::mean_and_gradient_smoothed`] for some rows of a batch of
     /// `m` examples (the mean's divisor): `d(mean loss)/d(logits)` of these rows into `grad`.
+    /// Components below [`Float::FLUSH_BELOW`] are written as 0 ([`Float::flush_tiny`]: a
+    /// probability near `MIN_POSITIVE` divided by the batch size is subnormal).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn gradient_rows<T: Float>(
         self,
@@ -195,7 +197,7 @@ impl Loss {
                 for ((a, g), &y) in rows {
                     for (j, (gj, &aj)) in g.iter_mut().zip(a).enumerate() {
                         let yj = if usize::from(y) == j { hit } else { miss };
-                        *gj = (aj - yj) * inv_m;
+                        *gj = ((aj - yj) * inv_m).flush_tiny();
                     }
                 }
             }
@@ -204,7 +206,7 @@ impl Loss {
                 for ((a, g), &y) in rows {
                     for (j, (gj, &aj)) in g.iter_mut().zip(a).enumerate() {
                         let yj = if usize::from(y) == j { hit } else { miss };
-                        *gj = two_inv_m * (aj - yj) * aj * (one - aj);
+                        *gj = (two_inv_m * (aj - yj) * aj * (one - aj)).flush_tiny();
                     }
                 }
             }
@@ -219,7 +221,7 @@ impl Loss {
                         dot += *gj * pj;
                     }
                     for (gj, &pj) in g.iter_mut().zip(p) {
-                        *gj = pj * (*gj - dot);
+                        *gj = (pj * (*gj - dot)).flush_tiny();
                     }
                 }
             }
@@ -332,6 +334,37 @@ mod tests {
         let ce = Loss::CrossEntropy.mean(OutputHead::Softmax, &z, &a, &[0], 3);
         assert!(ce.is_finite());
         assert!((ce - 2e4).abs() < 1e-6);
+    }
+
+    #[test]
+    fn gradients_have_no_subnormal_components() {
+        // Probabilities near MIN_POSITIVE, divided by a batch of 1,000, would be subnormal.
+        let z = [
+            0.0f32, -87.0, -60.0, -40.0, 30.0, -1e4, 5.0, -35.0, -20.0, 1.0,
+        ];
+        let a = outputs_f32(&z);
+        for loss in [Loss::CrossEntropy, Loss::MeanSquaredError] {
+            for head in [OutputHead::Softmax, OutputHead::Sigmoid] {
+                let mut out = vec![0.0f32; z.len()];
+                head.apply_rows(&z, &mut out, z.len());
+                let mut g = vec![0.0f32; z.len()];
+                loss.gradient_rows(head, &out, &[0], z.len(), 0.0, 1000, &mut g);
+                for (j, &gj) in g.iter().enumerate() {
+                    assert!(
+                        gj == 0.0 || gj.is_normal(),
+                        "{loss:?} {head:?} [{j}] = {gj:e}"
+                    );
+                    assert!(gj == 0.0 || gj.abs() >= f32::FLUSH_BELOW);
+                }
+                // Cross-entropy: the labelled class (0) and the largest logit (4) keep their
+                // gradients (under MSE both saturate to exact zeros).
+                if loss == Loss::CrossEntropy {
+                    assert!(g[4] != 0.0 && g[0] != 0.0, "{head:?}: {g:?}");
+                }
+            }
+        }
+        // The softmax probabilities themselves are not flushed.
+        assert!(a[2] > 0.0 && a[2] < f32::FLUSH_BELOW);
     }
 
     fn outputs_f32(z: &[f32]) -> Vec<f32> {
