@@ -36,8 +36,9 @@ pub trait Float:
     const DTYPE: safetensors::Dtype;
     /// Size in bytes of one value.
     const BYTES: usize;
-    /// Hidden sigmoid outputs and loss gradients smaller than this in magnitude are set to
-    /// exactly zero (2^-50 in `f32`, 2^-400 in `f64`; see [`Float::flush_tiny`]).
+    /// Hidden sigmoid outputs, loss gradients and backpropagated deltas smaller than this in
+    /// magnitude are set to exactly zero (2^-50 in `f32`, 2^-400 in `f64`; see
+    /// [`Float::flush_tiny`]).
     const FLUSH_BELOW: Self;
 
     /// Converts from `f64`, rounding to nearest for `f32`.
@@ -59,15 +60,15 @@ pub trait Float:
     fn abs(self) -> Self;
     /// `self`, or zero when `|self| <` [`Float::FLUSH_BELOW`] (NaN stays NaN).
     ///
-    /// Why: a saturated sigmoid gives values near `MIN_POSITIVE`, a softmax probabilities as
-    /// small, and their products in the next matrix product (or a gradient scaled by
-    /// `1/batch`) are subnormal. On Intel cores every vector instruction with a subnormal
-    /// operand or result takes a microcode assist of about a hundred cycles: two-layer-sigmoid
-    /// (weights N(0, 1)) trained 10x slower on a Xeon than on a Zen core. Values this small
-    /// cannot change anything that is kept: their contribution to a sum of terms of order
-    /// 1e-7 or more is below half an ulp, and a weight update of this size leaves any weight
-    /// above ~1e-7 (f32) bit for bit unchanged. Both the square of 2^-50 and its product with a
-    /// weight of 2^-26 are still normal.
+    /// Why: a saturated sigmoid gives values near `MIN_POSITIVE`, a softmax gives
+    /// probabilities as small, and their products in the next matrix product (or a gradient
+    /// scaled by `1/batch`) are subnormal. On Intel cores a floating-point multiply or FMA
+    /// with a subnormal operand or result takes a microcode assist of about a hundred cycles:
+    /// two-layer-sigmoid (weights N(0, 1)) trained 10x slower on a Xeon than on a Zen core.
+    /// Flushing such values is numerically negligible: each one is below half an ulp of any
+    /// sum of terms of order 1e-7 or more, and a weight update of this size leaves any weight
+    /// above ~1e-7 (f32) unchanged; only many of them together can move a last digit. The
+    /// square of 2^-50 and its product with a weight of 2^-26 are still normal.
     fn flush_tiny(self) -> Self;
     /// `self * a + b` with one rounding (a fused multiply-add where the CPU has one; the
     /// kernels call it only inside code compiled for FMA).

@@ -496,7 +496,8 @@ impl<T: Float> pulp::WithSimd for SgdRows<'_, T> {
     }
 }
 
-/// `delta_{l-1} = (delta_l W_l) * f'(z_{l-1}) * mask` into `below.delta` for a batch of
+/// `delta_{l-1} = (delta_l W_l) * f'(z_{l-1}) * mask` (components below
+/// [`Float::FLUSH_BELOW`] written as 0) into `below.delta` for a batch of
 /// `batch` rows (`delta` row-major `batch x outputs` of the layer whose weight is `weight`),
 /// chunk by chunk of rows.
 fn propagate_delta<T: Float>(
@@ -521,7 +522,12 @@ fn propagate_delta<T: Float>(
             weight,
             inner,
         );
-        pd.data.iter_mut().zip(f.data).for_each(|(d, &f)| *d *= f);
+        // Flushed like the loss gradient (see `Float::flush_tiny`): below a saturated sigmoid
+        // the product of two tiny factors would be subnormal again.
+        pd.data
+            .iter_mut()
+            .zip(f.data)
+            .for_each(|(d, &f)| *d = (*d * f).flush_tiny());
     });
 }
 
