@@ -126,11 +126,7 @@ impl Activation {
             Self::Sigmoid => pulp::Arch::new().dispatch(SigmoidInPlace(buf)),
             Self::Tanh => buf.iter_mut().for_each(|v| *v = v.tanh()),
             // Branch-free selects, so the loops vectorize (same values as `apply`).
-            Self::Relu => {
-                let zero = T::from_f64(0.0);
-                buf.iter_mut()
-                    .for_each(|v| *v = if *v > zero { *v } else { zero });
-            }
+            Self::Relu => pulp::Arch::new().dispatch(ReluInPlace(buf)),
             Self::LeakyRelu { .. } => {
                 buf.iter_mut().for_each(|v| *v = self.apply(*v));
             }
@@ -141,25 +137,28 @@ impl Activation {
     /// same position of `deriv`. Both slices must have the same length (extra elements of the
     /// longer one are left untouched).
     pub fn forward_with_derivative<T: Float>(self, buf: &mut [T], deriv: &mut [T]) {
-        if self == Self::Sigmoid {
-            pulp::Arch::new().dispatch(SigmoidWithDerivative { buf, deriv });
-            return;
+        match self {
+            Self::Sigmoid => {
+                pulp::Arch::new().dispatch(SigmoidWithDerivative { buf, deriv });
+                return;
+            }
+            Self::Relu => {
+                pulp::Arch::new().dispatch(ReluWithDerivative { buf, deriv });
+                return;
+            }
+            _ => {}
         }
         let zero = T::from_f64(0.0);
         let one = T::from_f64(1.0);
         let pairs = buf.iter_mut().zip(deriv.iter_mut());
         match self {
             Self::Identity => pairs.for_each(|(_, d)| *d = one),
-            Self::Sigmoid => {}
+            // Dispatched above.
+            Self::Sigmoid | Self::Relu => {}
             Self::Tanh => pairs.for_each(|(v, d)| {
                 let t = v.tanh();
                 *v = t;
                 *d = one - t * t;
-            }),
-            Self::Relu => pairs.for_each(|(v, d)| {
-                let pos = *v > zero;
-                *d = if pos { one } else { zero };
-                *v = if pos { *v } else { zero };
             }),
             Self::LeakyRelu { slope } => {
                 let slope = T::from_f64(slope);
@@ -222,6 +221,45 @@ impl<T: Float> pulp::WithSimd for SigmoidWithDerivative<'_, T> {
             *v = s;
             *d = s * (one - s);
         }
+    }
+}
+
+struct ReluInPlace<'a, T>(&'a mut [T]);
+
+impl<T: Float> pulp::WithSimd for ReluInPlace<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        // A branch-free select (same values as `apply`).
+        let zero = T::from_f64(0.0);
+        self.0
+            .iter_mut()
+            .for_each(|v| *v = if *v > zero { *v } else { zero });
+    }
+}
+
+struct ReluWithDerivative<'a, T> {
+    buf: &'a mut [T],
+    deriv: &'a mut [T],
+}
+
+impl<T: Float> pulp::WithSimd for ReluWithDerivative<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        relu_with_derivative(self.buf, self.deriv);
+    }
+}
+
+/// ReLU over `buf` and its derivative (1 above zero, else 0) into `deriv`, as selects.
+#[inline(always)]
+fn relu_with_derivative<T: Float>(buf: &mut [T], deriv: &mut [T]) {
+    let zero = T::from_f64(0.0);
+    let one = T::from_f64(1.0);
+    for (v, d) in buf.iter_mut().zip(deriv.iter_mut()) {
+        let pos = *v > zero;
+        *d = if pos { one } else { zero };
+        *v = if pos { *v } else { zero };
     }
 }
 

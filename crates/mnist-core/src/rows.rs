@@ -214,11 +214,12 @@ fn column_sums_range<T: Float>(x: &[T], width: usize, first: usize, sums: &mut [
     let cols = sums.len();
     if parallelism_degree(par) <= 1 || cols < 2 * MIN_SPLIT_COLUMNS {
         sums.iter_mut().for_each(|s| *s = zero);
-        for row in x.chunks_exact(width.max(1)) {
-            if let Some(part) = row.get(first..first + cols) {
-                sums.iter_mut().zip(part).for_each(|(s, &v)| *s += v);
-            }
-        }
+        pulp::Arch::new().dispatch(ColumnSums {
+            x,
+            width,
+            first,
+            sums,
+        });
         return;
     }
     let half = cols / 2;
@@ -228,6 +229,28 @@ fn column_sums_range<T: Float>(x: &[T], width: usize, first: usize, sums: &mut [
         |p| column_sums_range(x, width, first + half, b, p),
         par,
     );
+}
+
+/// The sequential part of [`column_sums_range`], compiled for the CPU's widest vectors (rows
+/// added in order, so the sums are the same on any instruction set).
+struct ColumnSums<'a, T> {
+    x: &'a [T],
+    width: usize,
+    first: usize,
+    sums: &'a mut [T],
+}
+
+impl<T: Float> pulp::WithSimd for ColumnSums<'_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let cols = self.sums.len();
+        for row in self.x.chunks_exact(self.width.max(1)) {
+            if let Some(part) = row.get(self.first..self.first + cols) {
+                self.sums.iter_mut().zip(part).for_each(|(s, &v)| *s += v);
+            }
+        }
+    }
 }
 
 /// Runs `f` inside a rayon pool of `par`'s threads, the calling code on one of them, with the
