@@ -51,12 +51,23 @@ pub fn sigmoid<T: Float>(z: T) -> T {
 }
 
 /// The hidden-layer sigmoid: [`sigmoid`] with outputs below [`Float::FLUSH_BELOW`] (inputs
-/// below -50 ln 2 = -34.66 in `f32`, -400 ln 2 = -277.3 in `f64`) set to exactly 0, so that saturated units feed no subnormal
-/// products into the next layer (see [`Float::flush_tiny`]). Output heads keep the plain
-/// [`sigmoid`]: their probabilities are reported, and the loss gradient is flushed instead.
+/// below -50 ln 2 = -34.66 in `f32`, -400 ln 2 = -277.3 in `f64`) set to exactly 0, so that
+/// saturated units feed no subnormal products into the next layer (see
+/// [`Float::flush_tiny`]). Output heads keep the plain [`sigmoid`]: their probabilities are
+/// reported, and the loss gradient is flushed instead.
 #[inline(always)]
 pub(crate) fn hidden_sigmoid<T: Float>(z: T) -> T {
     sigmoid(z).flush_tiny()
+}
+
+/// `max(0, z)` as a branch-free select, so loops over it vectorize.
+#[inline(always)]
+fn relu<T: Float>(z: T) -> T {
+    if z > T::from_f64(0.0) {
+        z
+    } else {
+        T::from_f64(0.0)
+    }
 }
 
 impl Activation {
@@ -68,13 +79,7 @@ impl Activation {
             Self::Identity => z,
             Self::Sigmoid => hidden_sigmoid(z),
             Self::Tanh => z.tanh(),
-            Self::Relu => {
-                if z > zero {
-                    z
-                } else {
-                    zero
-                }
-            }
+            Self::Relu => relu(z),
             Self::LeakyRelu { slope } => {
                 if z > zero {
                     z
@@ -137,24 +142,13 @@ impl Activation {
     /// same position of `deriv`. Both slices must have the same length (extra elements of the
     /// longer one are left untouched).
     pub fn forward_with_derivative<T: Float>(self, buf: &mut [T], deriv: &mut [T]) {
-        match self {
-            Self::Sigmoid => {
-                pulp::Arch::new().dispatch(SigmoidWithDerivative { buf, deriv });
-                return;
-            }
-            Self::Relu => {
-                pulp::Arch::new().dispatch(ReluWithDerivative { buf, deriv });
-                return;
-            }
-            _ => {}
-        }
         let zero = T::from_f64(0.0);
         let one = T::from_f64(1.0);
         let pairs = buf.iter_mut().zip(deriv.iter_mut());
         match self {
             Self::Identity => pairs.for_each(|(_, d)| *d = one),
-            // Dispatched above.
-            Self::Sigmoid | Self::Relu => {}
+            Self::Sigmoid => pulp::Arch::new().dispatch(SigmoidWithDerivative { buf, deriv }),
+            Self::Relu => pulp::Arch::new().dispatch(ReluWithDerivative { buf, deriv }),
             Self::Tanh => pairs.for_each(|(v, d)| {
                 let t = v.tanh();
                 *v = t;
@@ -230,11 +224,7 @@ impl<T: Float> pulp::WithSimd for ReluInPlace<'_, T> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        // A branch-free select (same values as `apply`).
-        let zero = T::from_f64(0.0);
-        self.0
-            .iter_mut()
-            .for_each(|v| *v = if *v > zero { *v } else { zero });
+        self.0.iter_mut().for_each(|v| *v = relu(*v));
     }
 }
 
@@ -247,19 +237,13 @@ impl<T: Float> pulp::WithSimd for ReluWithDerivative<'_, T> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        relu_with_derivative(self.buf, self.deriv);
-    }
-}
-
-/// ReLU over `buf` and its derivative (1 above zero, else 0) into `deriv`, as selects.
-#[inline(always)]
-fn relu_with_derivative<T: Float>(buf: &mut [T], deriv: &mut [T]) {
-    let zero = T::from_f64(0.0);
-    let one = T::from_f64(1.0);
-    for (v, d) in buf.iter_mut().zip(deriv.iter_mut()) {
-        let pos = *v > zero;
-        *d = if pos { one } else { zero };
-        *v = if pos { *v } else { zero };
+        let zero = T::from_f64(0.0);
+        let one = T::from_f64(1.0);
+        for (v, d) in self.buf.iter_mut().zip(self.deriv.iter_mut()) {
+            let pos = *v > zero;
+            *d = if pos { one } else { zero };
+            *v = if pos { *v } else { zero };
+        }
     }
 }
 
