@@ -320,7 +320,9 @@ fn train_epoch(
             train_step(
                 &mut net, &mut ws, &mut grads, &mut opt, x, y, len, &opts, lr, &mut rng, par,
             )?;
-            if !timed && b >= 3 {
+            // In fixed order the warm-up is a whole epoch: the compressed batches are then all
+            // kept, as in every epoch of a real run after its first.
+            if !timed && b >= 3 && cfg.training.shuffle != Shuffle::Fixed {
                 break;
             }
         }

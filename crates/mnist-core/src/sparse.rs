@@ -10,7 +10,9 @@
 //!   bias gradient: a scatter-add of the non-zero inputs plus a per-output constant.
 //!
 //! The batch is compressed once per forward pass (CSR: column index and `x - c` per non-zero,
-//! rows compressed in parallel) and reused by the backward pass. Both kernels work on `W^T` in
+//! rows compressed in parallel) and reused by the backward pass; inputs declared fixed
+//! ([`crate::Workspace::set_input_fixed`]) are compressed once per slice and kept, with the
+//! block-CSC the backward pass builds. Both kernels work on `W^T` in
 //! panels of [`PANEL`] outputs (panel `p` holds `inputs x PANEL` values, rows contiguous), so
 //! each non-zero input reads or updates one contiguous run of `PANEL` values in a panel that
 //! stays in L2; the weight itself stays `[out, in]` (it is transposed into the panels per pass,
@@ -50,8 +52,16 @@ const ROW_BLOCK: usize = 64;
 /// (`GRAD_BLOCK x PANEL` values, 16 KB in `f32`) stays in L1 while its columns are summed.
 const GRAD_BLOCK: usize = 128;
 
+// The block-CSC stores rows within a block as `u8`.
+const _: () = assert!(GRAD_BLOCK <= 256);
+
+/// Most non-zeros [`crate::Workspace::set_input_fixed`] keeps compressed across passes (13
+/// bytes each in `f32` with the block-CSC: at most ~210 MB). The 60,000 MNIST training images
+/// have about 9 million.
+const CACHE_ENTRIES: usize = 16 << 20;
+
 /// How the first layer treats its input (see [`crate::Workspace::set_input_path`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum InputPath {
     /// Sparse when the batch is at least 8 rows and at most 45% of its values differ from the
     /// background value (0, or the batch's first value); dense otherwise.
@@ -63,34 +73,83 @@ pub enum InputPath {
     Sparse,
 }
 
+/// What a fixed input is recognized by: the slice's address and length, the batch size and
+/// the policy it was compressed under.
+type InputKey = (usize, usize, usize, InputPath);
+
+/// One batch in compressed form: its path, the CSR of `x - c` and (built by the first
+/// backward pass that needs it) the block-CSC.
+#[derive(Debug, Clone, Default)]
+struct Compressed<T> {
+    /// The background value `c` when the batch takes the sparse path.
+    background: Option<T>,
+    /// Rows `row_ptr[r]..row_ptr[r + 1]` of `idx`/`val` (column and `x - c` per non-zero).
+    row_ptr: Vec<usize>,
+    idx: Vec<u32>,
+    val: Vec<T>,
+    /// The batch by column within each block of [`GRAD_BLOCK`] rows (block-CSC): per block
+    /// `inputs + 1` offsets into `crow`/`cval`, which hold the rows (within the block) and
+    /// values; block `b`'s entries sit where its rows' CSR entries do.
+    col_ptr: Vec<usize>,
+    crow: Vec<u8>,
+    cval: Vec<T>,
+    /// Whether `col_ptr`/`crow`/`cval` belong to this batch.
+    csc_ready: bool,
+}
+
+impl<T> Compressed<T> {
+    /// Non-zeros held.
+    fn entries(&self) -> usize {
+        self.row_ptr.last().copied().unwrap_or(0)
+    }
+
+    /// An exact-sized copy of the CSR, for keeping (its block-CSC is built when needed).
+    fn kept(&self) -> Self
+    where
+        T: Clone,
+    {
+        let nnz = self.entries();
+        Self {
+            background: self.background.clone(),
+            row_ptr: self.row_ptr.clone(),
+            idx: self.idx.get(..nnz).unwrap_or(&[]).to_vec(),
+            val: self.val.get(..nnz).unwrap_or(&[]).to_vec(),
+            col_ptr: Vec::new(),
+            crow: Vec::new(),
+            cval: Vec::new(),
+            csc_ready: false,
+        }
+    }
+}
+
 /// Compressed batch and panel buffers, allocated on first sparse use and then reused.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SparseInput<T> {
     /// Set by the last forward pass: the background value when the first layer ran sparse.
     pub(crate) background: Option<T>,
-    row_ptr: Vec<usize>,
-    idx: Vec<u32>,
-    val: Vec<T>,
+    /// The batch compressed by the last forward pass, unless it came from `cache`.
+    scratch: Compressed<T>,
     /// Per row: how many values differ from 0 and from the batch's first value.
     counts: Vec<[u32; 2]>,
     /// Layer 0's `W^T` in panels (zero-padded past the last output).
     wt: AlignedVec<T>,
     /// The weight gradient's transpose in panels, accumulated by the backward pass.
     gt: AlignedVec<T>,
-    /// The batch by column within each block of [`GRAD_BLOCK`] rows (block-CSC, built by the
-    /// backward pass): per block `inputs + 1` offsets into `crow`/`cval`, which hold the rows
-    /// (within the block) and values; block `b`'s entries sit where its rows' CSR entries do.
-    col_ptr: Vec<usize>,
-    crow: Vec<u32>,
-    cval: Vec<T>,
     /// Per panel, one block's slice of `delta` (`GRAD_BLOCK x PANEL`).
     dt: AlignedVec<T>,
-    /// Set through [`crate::Workspace::set_input_fixed`]: every pass gets the same input.
+    /// Set through [`crate::Workspace::set_input_fixed`]: every input stays as it is.
     fixed: bool,
-    /// The input (address, length, batch, policy) the compressed form was built from.
-    built_for: Option<(usize, usize, usize, InputPath)>,
-    /// Whether `col_ptr`/`crow`/`cval` belong to the current compressed batch.
-    csc_ready: bool,
+    /// While `fixed`: each input seen so far, compressed once (up to [`CACHE_ENTRIES`]
+    /// non-zeros in all), by key.
+    cache: std::collections::HashMap<InputKey, Compressed<T>>,
+    /// Non-zeros held in `cache`.
+    cached_entries: usize,
+    /// At most this many non-zeros in `cache` (`None`: [`CACHE_ENTRIES`]; tests set less).
+    cache_limit: Option<usize>,
+    /// The cache entry the last forward pass used (`None`: `scratch`).
+    active: Option<InputKey>,
+    /// While `fixed`: the input `scratch` was built from, when it did not fit in the cache.
+    built_for: Option<InputKey>,
     /// Per-output constant of the forward pass (`b + c * rowsum(W)`).
     init: Vec<T>,
     /// Set for the duration of an evaluation, which borrows the network immutably: the weight
@@ -118,8 +177,18 @@ impl<T: Float> SparseInput<T> {
     /// See [`crate::Workspace::set_input_fixed`]; forgets the compression built so far.
     pub(crate) fn set_fixed(&mut self, fixed: bool) {
         self.fixed = fixed;
+        self.cache = std::collections::HashMap::new();
+        self.cached_entries = 0;
+        self.active = None;
         self.built_for = None;
-        self.csc_ready = false;
+        self.scratch.csc_ready = false;
+    }
+
+    /// The batch the last forward pass compressed (or found in the cache).
+    fn current(&self) -> &Compressed<T> {
+        self.active
+            .and_then(|k| self.cache.get(&k))
+            .unwrap_or(&self.scratch)
     }
 
     /// Decides the path for `x` (`batch x inputs`); compresses it when sparse and records the
@@ -133,14 +202,55 @@ impl<T: Float> SparseInput<T> {
         policy: InputPath,
         par: Par,
     ) {
-        // Full-batch descent passes the same unchanged slice every step: compress it once.
         let key = (x.as_ptr() as usize, x.len(), batch, policy);
-        if self.fixed && self.built_for == Some(key) {
+        if self.fixed {
+            // A fixed input seen before: its path and compression are still valid.
+            if let Some(kept) = self.cache.get(&key) {
+                self.background = kept.background;
+                self.active = Some(key);
+                return;
+            }
+            if self.built_for == Some(key) {
+                self.background = self.scratch.background;
+                self.active = None;
+                return;
+            }
+        }
+        self.active = None;
+        self.built_for = None;
+        self.compress(x, batch, inputs, max_batch, policy, par);
+        self.background = self.scratch.background;
+        if !self.fixed {
             return;
         }
-        self.built_for = self.fixed.then_some(key);
-        self.csc_ready = false;
-        self.background = None;
+        let entries = self.scratch.entries();
+        if self.cached_entries + entries <= self.cache_limit.unwrap_or(CACHE_ENTRIES) {
+            self.cached_entries += entries;
+            self.cache.insert(key, self.scratch.kept());
+            self.active = Some(key);
+        } else {
+            self.built_for = Some(key);
+        }
+    }
+
+    /// [`Self::prepare`]'s work on a new input: decides the path and compresses into
+    /// `scratch` when sparse.
+    fn compress(
+        &mut self,
+        x: &[T],
+        batch: usize,
+        inputs: usize,
+        max_batch: usize,
+        policy: InputPath,
+        par: Par,
+    ) {
+        let scratch = &mut self.scratch;
+        scratch.csc_ready = false;
+        scratch.background = None;
+        if let Some(first) = scratch.row_ptr.first_mut() {
+            *first = 0;
+        }
+        scratch.row_ptr.truncate(1);
         let zero = T::from_f64(0.0);
         let Some(&first) = x.first() else { return };
         if inputs == 0 || u32::try_from(inputs).is_err() || policy == InputPath::Dense {
@@ -174,29 +284,28 @@ impl<T: Float> SparseInput<T> {
         // First sparse batch: room for the densest batch Auto accepts, so later ones never
         // allocate; forced Sparse may grow it once.
         let need = nnz.max(cap);
-        if self.idx.len() < need {
-            self.idx.resize(need, 0);
-            self.val.resize(need, zero);
+        if scratch.idx.len() < need {
+            scratch.idx.resize(need, 0);
+            scratch.val.resize(need, zero);
         }
-        if self.row_ptr.len() < max_batch.max(rows) + 1 {
-            self.row_ptr.resize(max_batch.max(rows) + 1, 0);
-        }
+        scratch.row_ptr.resize(max_batch.max(rows) + 1, 0);
         let mut k = 0usize;
-        self.row_ptr[0] = 0;
-        for (ptr, cnt) in self.row_ptr[1..=rows].iter_mut().zip(counts.iter()) {
+        scratch.row_ptr[0] = 0;
+        for (ptr, cnt) in scratch.row_ptr[1..=rows].iter_mut().zip(counts.iter()) {
             k += cnt[which] as usize;
             *ptr = k;
         }
+        scratch.row_ptr.truncate(rows + 1);
         compress_rows(
             x,
             inputs,
             c,
-            &self.row_ptr[..=rows],
-            &mut self.idx[..nnz],
-            &mut self.val[..nnz],
+            &scratch.row_ptr,
+            &mut scratch.idx[..nnz],
+            &mut scratch.val[..nnz],
             par,
         );
-        self.background = Some(c);
+        scratch.background = Some(c);
     }
 
     /// Readies the first layer's weight for [`Self::affine_rows`]: `W^T` in panels and the
@@ -245,10 +354,11 @@ impl<T: Float> SparseInput<T> {
             return;
         }
         let rows = z.len() / outputs;
+        let batch = self.current();
         let task = Forward {
-            row_ptr: &self.row_ptr,
-            idx: &self.idx,
-            val: &self.val,
+            row_ptr: &batch.row_ptr,
+            idx: &batch.idx,
+            val: &batch.val,
             wt: &self.wt,
             init: &self.init,
             inputs,
@@ -281,31 +391,47 @@ impl<T: Float> SparseInput<T> {
         if self.dt.len() != panels * GRAD_BLOCK * PANEL {
             self.dt = AlignedVec::filled(panels * GRAD_BLOCK * PANEL, zero);
         }
-        let row_ptr = self.row_ptr.get(..=rows).unwrap_or(&[]);
+        let batch = match self.active {
+            Some(key) => self.cache.get_mut(&key),
+            None => None,
+        };
+        let batch = batch.unwrap_or(&mut self.scratch);
+        let Compressed {
+            row_ptr,
+            idx,
+            val,
+            col_ptr,
+            crow,
+            cval,
+            csc_ready,
+            ..
+        } = batch;
+        let row_ptr = row_ptr.get(..=rows).unwrap_or(&[]);
         let nnz = row_ptr.last().copied().unwrap_or(0);
         let blocks = rows.div_ceil(GRAD_BLOCK);
-        if self.crow.len() < self.idx.len() {
-            self.crow.resize(self.idx.len(), 0);
-            self.cval.resize(self.val.len(), zero);
+        if crow.len() < nnz {
+            // Scratch: room for any batch its CSR can hold, so later ones never allocate.
+            crow.resize(idx.len().max(nnz), 0);
+            cval.resize(val.len().max(nnz), zero);
         }
         let ptr_len = blocks * (inputs + 1);
-        if self.col_ptr.len() < ptr_len {
-            self.col_ptr.resize(ptr_len, 0);
+        if col_ptr.len() < ptr_len {
+            col_ptr.resize(ptr_len, 0);
         }
         let (Some(idx), Some(val), Some(crow), Some(cval), Some(col_ptr)) = (
-            self.idx.get(..nnz),
-            self.val.get(..nnz),
-            self.crow.get_mut(..nnz),
-            self.cval.get_mut(..nnz),
-            self.col_ptr.get_mut(..ptr_len),
+            idx.get(..nnz),
+            val.get(..nnz),
+            crow.get_mut(..nnz),
+            cval.get_mut(..nnz),
+            col_ptr.get_mut(..ptr_len),
         ) else {
             return;
         };
         let csr = Csr { row_ptr, idx, val };
-        if !self.csc_ready {
+        if !*csc_ready {
             block_csc(&csr, inputs, 0, blocks, col_ptr, crow, cval, par);
         }
-        self.csc_ready = true;
+        *csc_ready = true;
         let task = Backward {
             col_ptr,
             crow,
@@ -347,7 +473,7 @@ fn block_csc<T: Float>(
     first: usize,
     blocks: usize,
     col_ptr: &mut [usize],
-    crow: &mut [u32],
+    crow: &mut [u8],
     cval: &mut [T],
     par: Par,
 ) {
@@ -382,7 +508,7 @@ fn block_csc<T: Float>(
                 ptr[k] += ptr[k - 1];
             }
             // `ptr[i]` serves as column i's write cursor, then is shifted back.
-            for (r, span) in (0u32..).zip(csr.row_ptr.get(r0..=r1).unwrap_or(&[]).windows(2)) {
+            for (r, span) in (0u8..).zip(csr.row_ptr.get(r0..=r1).unwrap_or(&[]).windows(2)) {
                 let (Some(ix), Some(vs)) =
                     (csr.idx.get(span[0]..span[1]), csr.val.get(span[0]..span[1]))
                 else {
@@ -1042,6 +1168,26 @@ impl<T: Float> Forward<'_, T> {
     }
 }
 
+/// An index into a panel's rows: a column (`u32`, forward) or a row within a block of the
+/// batch (`u8`, backward).
+trait PanelIndex: Copy {
+    fn at(self) -> usize;
+}
+
+impl PanelIndex for u32 {
+    #[inline(always)]
+    fn at(self) -> usize {
+        self as usize
+    }
+}
+
+impl PanelIndex for u8 {
+    #[inline(always)]
+    fn at(self) -> usize {
+        usize::from(self)
+    }
+}
+
 /// `init + sum_k vs[k] * cells[ix[k]]`, the terms spread over several accumulators (hiding the
 /// FMA and load latencies) added at the end.
 ///
@@ -1053,10 +1199,10 @@ impl<T: Float> Forward<'_, T> {
 /// `width` used outputs skipped. The choice depends on the vector width and `width` only, so
 /// results do not depend on the thread count.
 #[inline(always)]
-fn panel_dot<T: Float>(
+fn panel_dot<T: Float, I: PanelIndex>(
     init: [T; PANEL],
     cells: &[[T; PANEL]],
-    ix: &[u32],
+    ix: &[I],
     vs: &[T],
     lanes: usize,
     width: usize,
@@ -1065,11 +1211,11 @@ fn panel_dot<T: Float>(
     match lanes {
         32.. => four_accumulator_dot(&mut out, cells, ix, vs),
         // A narrow last panel: one group of 16 lanes.
-        16 if width <= 16 => lane_group_dot::<T, 16>(&mut out, 0, cells, ix, vs),
+        16 if width <= 16 => lane_group_dot::<T, I, 16>(&mut out, 0, cells, ix, vs),
         16 => two_accumulator_dot(&mut out, cells, ix, vs),
         _ => {
             for off in (0..width.min(PANEL)).step_by(8) {
-                lane_group_dot::<T, 8>(&mut out, off, cells, ix, vs);
+                lane_group_dot::<T, I, 8>(&mut out, off, cells, ix, vs);
             }
         }
     }
@@ -1082,14 +1228,19 @@ fn panel_dot<T: Float>(
 /// instead of once per group of 16, which made the first layer's kernels about 25% faster
 /// on an AVX2 machine than two groups of four accumulators.
 #[inline(always)]
-fn two_accumulator_dot<T: Float>(out: &mut [T; PANEL], cells: &[[T; PANEL]], ix: &[u32], vs: &[T]) {
+fn two_accumulator_dot<T: Float, I: PanelIndex>(
+    out: &mut [T; PANEL],
+    cells: &[[T; PANEL]],
+    ix: &[I],
+    vs: &[T],
+) {
     let zero = T::from_f64(0.0);
     let mut a = *out;
     let mut b = [zero; PANEL];
     let (ix2, ix1) = ix.as_chunks::<2>();
     let (vs2, vs1) = vs.as_chunks::<2>();
     for (i, v) in ix2.iter().zip(vs2) {
-        let (Some(w0), Some(w1)) = (cells.get(i[0] as usize), cells.get(i[1] as usize)) else {
+        let (Some(w0), Some(w1)) = (cells.get(i[0].at()), cells.get(i[1].at())) else {
             break;
         };
         for j in 0..PANEL {
@@ -1098,7 +1249,7 @@ fn two_accumulator_dot<T: Float>(out: &mut [T; PANEL], cells: &[[T; PANEL]], ix:
         }
     }
     for (&i, &v) in ix1.iter().zip(vs1) {
-        if let Some(w0) = cells.get(i as usize) {
+        if let Some(w0) = cells.get(i.at()) {
             for j in 0..PANEL {
                 a[j] = w0[j].mul_add(v, a[j]);
             }
@@ -1117,10 +1268,10 @@ fn two_accumulator_dot<T: Float>(out: &mut [T; PANEL], cells: &[[T; PANEL]], ix:
 /// [`lane_group_dot`] does) kept every accumulator on the stack under AVX-512, a load and a
 /// store around each FMA, and made the sparse path slower than the dense one.
 #[inline(always)]
-fn four_accumulator_dot<T: Float>(
+fn four_accumulator_dot<T: Float, I: PanelIndex>(
     out: &mut [T; PANEL],
     cells: &[[T; PANEL]],
-    ix: &[u32],
+    ix: &[I],
     vs: &[T],
 ) {
     let zero = T::from_f64(0.0);
@@ -1132,10 +1283,10 @@ fn four_accumulator_dot<T: Float>(
     let (vs4, vs1) = vs.as_chunks::<4>();
     for (i, v) in ix4.iter().zip(vs4) {
         let (Some(w0), Some(w1), Some(w2), Some(w3)) = (
-            cells.get(i[0] as usize),
-            cells.get(i[1] as usize),
-            cells.get(i[2] as usize),
-            cells.get(i[3] as usize),
+            cells.get(i[0].at()),
+            cells.get(i[1].at()),
+            cells.get(i[2].at()),
+            cells.get(i[3].at()),
         ) else {
             break;
         };
@@ -1147,7 +1298,7 @@ fn four_accumulator_dot<T: Float>(
         }
     }
     for (&i, &v) in ix1.iter().zip(vs1) {
-        if let Some(w0) = cells.get(i as usize) {
+        if let Some(w0) = cells.get(i.at()) {
             for j in 0..PANEL {
                 a[j] = w0[j].mul_add(v, a[j]);
             }
@@ -1162,11 +1313,11 @@ fn four_accumulator_dot<T: Float>(
 /// Lanes `off..off + W` of [`panel_dot`]. The accumulators are arrays passed by value and
 /// indexed only by constants, so they live in registers.
 #[inline(always)]
-fn lane_group_dot<T: Float, const W: usize>(
+fn lane_group_dot<T: Float, I: PanelIndex, const W: usize>(
     out: &mut [T; PANEL],
     off: usize,
     cells: &[[T; PANEL]],
-    ix: &[u32],
+    ix: &[I],
     vs: &[T],
 ) {
     let zero = T::from_f64(0.0);
@@ -1189,10 +1340,10 @@ fn lane_group_dot<T: Float, const W: usize>(
     let (vs4, vs1) = vs.as_chunks::<4>();
     for (i, v) in ix4.iter().zip(vs4) {
         let (Some(w0), Some(w1), Some(w2), Some(w3)) = (
-            cells.get(i[0] as usize),
-            cells.get(i[1] as usize),
-            cells.get(i[2] as usize),
-            cells.get(i[3] as usize),
+            cells.get(i[0].at()),
+            cells.get(i[1].at()),
+            cells.get(i[2].at()),
+            cells.get(i[3].at()),
         ) else {
             break;
         };
@@ -1205,7 +1356,7 @@ fn lane_group_dot<T: Float, const W: usize>(
         }
     }
     for (&i, &v) in ix1.iter().zip(vs1) {
-        if let Some(w0) = cells.get(i as usize) {
+        if let Some(w0) = cells.get(i.at()) {
             let w0 = lane(w0);
             for j in 0..W {
                 a[j] = w0[j].mul_add(v, a[j]);
@@ -1228,7 +1379,7 @@ fn group_lanes<T: Float, S: pulp::Simd>() -> usize {
 
 struct Backward<'a, T> {
     col_ptr: &'a [usize],
-    crow: &'a [u32],
+    crow: &'a [u8],
     cval: &'a [T],
     row_ptr: &'a [usize],
     delta: &'a [T],
@@ -1339,6 +1490,49 @@ mod tests {
                 _ => (i % 97) as f32 * 0.37 - 3.0,
             })
             .collect()
+    }
+
+    /// A fixed input is kept while the cache has room; one that does not fit stays in the
+    /// scratch buffers and is compressed again only when another input came in between. Either
+    /// way each pass sees exactly the compression a fresh workspace would build.
+    #[test]
+    fn fixed_inputs_are_kept_up_to_the_budget() {
+        let (rows, inputs) = (24, 70);
+        let x1 = awkward_rows(rows, inputs, 0.0);
+        let x2: Vec<f32> = x1.iter().rev().map(|v| v * 0.5).collect();
+        let fresh = |x: &[f32]| {
+            let mut s = SparseInput::<f32>::default();
+            s.prepare(x, rows, inputs, rows, InputPath::Sparse, Par::Seq);
+            s.current().clone()
+        };
+        let (f1, f2) = (fresh(&x1), fresh(&x2));
+        let same = |a: &Compressed<f32>, b: &Compressed<f32>| {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            a.row_ptr == b.row_ptr
+                && a.idx.get(..a.entries()) == b.idx.get(..b.entries())
+                && bits(a.val.get(..a.entries()).unwrap_or(&[]))
+                    == bits(b.val.get(..b.entries()).unwrap_or(&[]))
+                && a.background.map(f32::to_bits) == b.background.map(f32::to_bits)
+        };
+        let mut s = SparseInput::<f32>::default();
+        s.set_fixed(true);
+        s.cache_limit = Some(f1.entries());
+        for (x, f, kept) in [
+            (&x1, &f1, true),
+            (&x2, &f2, false),
+            (&x2, &f2, false),
+            (&x1, &f1, true),
+            (&x2, &f2, false),
+        ] {
+            s.prepare(x, rows, inputs, rows, InputPath::Sparse, Par::Seq);
+            assert!(same(s.current(), f));
+            assert_eq!(s.active.is_some(), kept);
+        }
+        assert_eq!(s.cache.len(), 1);
+        assert_eq!(s.cached_entries, f1.entries());
+        // Forgetting: the next pass compresses afresh.
+        s.set_fixed(true);
+        assert!(s.cache.is_empty() && s.active.is_none() && s.built_for.is_none());
     }
 
     /// The compression (AVX-512 where the CPU has it) against the plain per-value loop.
