@@ -1,5 +1,7 @@
 //! One fully connected layer's parameters.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 
@@ -10,12 +12,45 @@ use crate::Float;
 /// The weight is stored row-major with shape `[outputs, inputs]` (PyTorch's `nn.Linear`
 /// layout), in one contiguous `Vec`, so parameter updates are plain slice loops and the file
 /// format is a straight copy. [`Dense::weight`] views it as a faer matrix without copying.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Dense<T> {
     inputs: usize,
     outputs: usize,
     weight: Vec<T>,
     bias: Vec<T>,
+    /// Names the parameters' current values: a number no other layer, and no earlier state of
+    /// this one, ever had (renewed by every mutable access and by `clone`). The sparse first
+    /// layer keeps its transposed copy of the weight for as long as the version stays.
+    version: u64,
+}
+
+/// The next [`Dense::version`]; process-wide, so versions never repeat.
+static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
+
+fn new_version() -> u64 {
+    NEXT_VERSION.fetch_add(1, Ordering::Relaxed)
+}
+
+impl<T: Clone> Clone for Dense<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inputs: self.inputs,
+            outputs: self.outputs,
+            weight: self.weight.clone(),
+            bias: self.bias.clone(),
+            version: new_version(),
+        }
+    }
+}
+
+/// Equal shapes and parameters (the version is not compared).
+impl<T: PartialEq> PartialEq for Dense<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.inputs == other.inputs
+            && self.outputs == other.outputs
+            && self.weight == other.weight
+            && self.bias == other.bias
+    }
 }
 
 impl<T: Float> Dense<T> {
@@ -27,17 +62,19 @@ impl<T: Float> Dense<T> {
             outputs,
             weight: vec![zero; inputs * outputs],
             bias: vec![zero; outputs],
+            version: new_version(),
         }
     }
 
     /// A layer from a row-major `[outputs, inputs]` weight and an `[outputs]` bias; `None` if the
     /// lengths do not match.
     pub fn from_parts(inputs: usize, outputs: usize, weight: Vec<T>, bias: Vec<T>) -> Option<Self> {
-        (weight.len() == inputs.checked_mul(outputs)? && bias.len() == outputs).then_some(Self {
+        (weight.len() == inputs.checked_mul(outputs)? && bias.len() == outputs).then(|| Self {
             inputs,
             outputs,
             weight,
             bias,
+            version: new_version(),
         })
     }
 
@@ -63,6 +100,7 @@ impl<T: Float> Dense<T> {
 
     /// Mutable row-major weight storage (the shape cannot change).
     pub fn weight_slice_mut(&mut self) -> &mut [T] {
+        self.version = new_version();
         &mut self.weight
     }
 
@@ -73,12 +111,20 @@ impl<T: Float> Dense<T> {
 
     /// Mutable bias.
     pub fn bias_mut(&mut self) -> &mut [T] {
+        self.version = new_version();
         &mut self.bias
     }
 
     /// Both parameter tensors mutably (for optimizers).
     pub(crate) fn params_mut(&mut self) -> (&mut [T], &mut [T]) {
+        self.version = new_version();
         (&mut self.weight, &mut self.bias)
+    }
+
+    /// Names the parameters' current values (see the field): equal versions mean equal
+    /// parameters, whichever layer they are read from.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
     }
 
     /// Weights plus biases.

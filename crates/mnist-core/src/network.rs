@@ -272,7 +272,7 @@ impl<T: Float> Network<T> {
             let len = batch * width;
             let sparse_input = l == 0 && sparse.background.is_some();
             if sparse_input {
-                sparse.prepare_affine(layer.weight_slice(), layer.bias(), inputs, par);
+                sparse.prepare_affine(layer, par);
             }
             let sparse = &*sparse;
             // z = x W^T + b for the rows of one chunk (`first` is the chunk's first row).

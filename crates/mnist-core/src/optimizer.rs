@@ -14,6 +14,7 @@ use faer::Par;
 use faer::utils::thread::{join_raw, parallelism_degree};
 use serde::{Deserialize, Serialize};
 
+use crate::sparse::{PANEL, SparseInput, transpose_panels};
 use crate::{CoreError, Float, Gradients, Network};
 
 /// Tensors shorter than twice this are updated on one thread: a hand-off costs more. (At
@@ -204,6 +205,21 @@ impl<T: Float> Optimizer<T> {
         lr: f64,
         par: Par,
     ) -> Result<(), CoreError> {
+        self.step_with_panels(net, grads, lr, par, None)
+    }
+
+    /// [`Self::step`], which also writes the first layer's new weight into `sparse`'s panels
+    /// (when the last pass ran sparse), each panel's rows as soon as they are updated and still
+    /// in cache: the next forward pass then finds them ready instead of transposing the whole
+    /// weight from memory. The values are the same either way.
+    pub(crate) fn step_with_panels(
+        &mut self,
+        net: &mut Network<T>,
+        grads: &Gradients<T>,
+        lr: f64,
+        par: Par,
+        mut sparse: Option<&mut SparseInput<T>>,
+    ) -> Result<(), CoreError> {
         if !grads.fits(net.architecture()) {
             return Err(CoreError::BufferMismatch { what: "gradients" });
         }
@@ -225,6 +241,11 @@ impl<T: Float> Optimizer<T> {
             if !g.is_active() {
                 continue;
             }
+            let (inputs, outputs) = (layer.inputs(), layer.outputs());
+            let mut panels = match sparse.as_deref_mut() {
+                Some(s) if l == 0 => s.panels_to_refresh(inputs, outputs),
+                _ => None,
+            };
             let (w, b) = layer.params_mut();
             for (k, (p, grad)) in [(w, g.weight()), (b, g.bias())].into_iter().enumerate() {
                 let idx = 2 * l + k;
@@ -240,7 +261,24 @@ impl<T: Float> Optimizer<T> {
                     .get_mut(idx)
                     .map(Vec::as_mut_slice)
                     .unwrap_or_default();
-                update_par(cfg, t, lr, p, grad, m, v, par);
+                match panels.as_deref_mut() {
+                    Some(wt) if k == 0 => {
+                        let count = outputs.div_ceil(PANEL);
+                        let rows = Panels {
+                            inputs,
+                            outputs,
+                            first: 0,
+                            count,
+                        };
+                        update_panels(cfg, t, lr, p, grad, m, v, wt, rows, par);
+                    }
+                    _ => update_par(cfg, t, lr, p, grad, m, v, par),
+                }
+            }
+            if panels.is_some()
+                && let Some(s) = sparse.as_deref_mut()
+            {
+                s.panels_refreshed(layer);
             }
         }
         Ok(())
@@ -294,6 +332,76 @@ fn update_par<T: Float>(
         |par| update_par(cfg, t, lr, pb, gb, mb, vb, par),
         par,
     );
+}
+
+/// Panels `first..first + count` of a weight `[outputs, inputs]` (see [`update_panels`]).
+#[derive(Clone, Copy)]
+struct Panels {
+    inputs: usize,
+    outputs: usize,
+    first: usize,
+    count: usize,
+}
+
+/// [`update`] on a weight `p` (`[outputs, inputs]`, here the rows of `rows`' panels) one
+/// panel of [`PANEL`] rows at a time, each panel transposed into `wt` (`inputs x PANEL`
+/// values per panel) right after its update; panels split between the threads of `par`.
+#[allow(clippy::too_many_arguments)]
+fn update_panels<T: Float>(
+    cfg: OptimizerConfig,
+    t: u64,
+    lr: f64,
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    wt: &mut [T],
+    rows: Panels,
+    par: Par,
+) {
+    let Panels {
+        inputs,
+        outputs,
+        first,
+        count,
+    } = rows;
+    if parallelism_degree(par) > 1 && count >= 2 {
+        let half = count / 2;
+        let len = (((first + half) * PANEL).min(outputs) - first * PANEL) * inputs;
+        let (pa, pb) = p.split_at_mut(len.min(p.len()));
+        let (ga, gb) = g.split_at(len.min(g.len()));
+        let (ma, mb) = m.split_at_mut(len.min(m.len()));
+        let (va, vb) = v.split_at_mut(len.min(v.len()));
+        let (wa, wb) = wt.split_at_mut((half * inputs * PANEL).min(wt.len()));
+        let a = Panels {
+            count: half,
+            ..rows
+        };
+        let b = Panels {
+            first: first + half,
+            count: count - half,
+            ..rows
+        };
+        join_raw(
+            |par| update_panels(cfg, t, lr, pa, ga, ma, va, wa, a, par),
+            |par| update_panels(cfg, t, lr, pb, gb, mb, vb, wb, b, par),
+            par,
+        );
+        return;
+    }
+    let (mut p, mut g, mut m, mut v, mut wt) = (p, g, m, v, wt);
+    for panel in first..first + count {
+        let used = (PANEL * (panel + 1)).min(outputs) - PANEL * panel;
+        let len = used * inputs;
+        let (pp, pr) = p.split_at_mut(len.min(p.len()));
+        let (gp, gr) = g.split_at(len.min(g.len()));
+        let (mp, mr) = m.split_at_mut(len.min(m.len()));
+        let (vp, vr) = v.split_at_mut(len.min(v.len()));
+        let (wp, wr) = wt.split_at_mut((inputs * PANEL).min(wt.len()));
+        update_par(cfg, t, lr, pp, gp, mp, vp, Par::Seq);
+        transpose_panels(pp, inputs, used, 0, 1, wp, Par::Seq);
+        (p, g, m, v, wt) = (pr, gr, mr, vr, wr);
+    }
 }
 
 /// [`update`] as a pulp kernel: `with_simd` is inlined into a function compiled for the CPU's

@@ -27,8 +27,8 @@
 use faer::Par;
 use faer::utils::thread::{join_raw, parallelism_degree};
 
-use crate::Float;
 use crate::aligned::AlignedVec;
+use crate::{Dense, Float};
 
 /// Outputs per panel of the transposed weight (four AVX2 vectors of `f32`).
 pub(crate) const PANEL: usize = 32;
@@ -152,28 +152,13 @@ pub(crate) struct SparseInput<T> {
     built_for: Option<InputKey>,
     /// Per-output constant of the forward pass (`b + c * rowsum(W)`).
     init: Vec<T>,
-    /// Set for the duration of an evaluation, which borrows the network immutably: the weight
-    /// cannot change between its batches, so the panels are built once.
-    weights_fixed: bool,
-    /// The weight (address, length) and background value `wt` and `init` were built from.
-    panels_for: Option<(usize, usize, T)>,
+    /// The layer's [`Dense::version`] `wt` holds; `wt` is rebuilt when it changes.
+    panels_version: Option<u64>,
+    /// The version and background value `init` was computed for.
+    init_for: Option<(u64, T)>,
 }
 
 impl<T: Float> SparseInput<T> {
-    /// Declares that the first layer's weight stays the same until [`Self::end_fixed_weights`]
-    /// (an evaluation over many batches); the panels built before are forgotten, since the
-    /// weight may have changed in place since.
-    pub(crate) fn begin_fixed_weights(&mut self) {
-        self.weights_fixed = true;
-        self.panels_for = None;
-    }
-
-    /// Ends [`Self::begin_fixed_weights`].
-    pub(crate) fn end_fixed_weights(&mut self) {
-        self.weights_fixed = false;
-        self.panels_for = None;
-    }
-
     /// See [`crate::Workspace::set_input_fixed`]; forgets the compression built so far.
     pub(crate) fn set_fixed(&mut self, fixed: bool) {
         self.fixed = fixed;
@@ -308,35 +293,54 @@ impl<T: Float> SparseInput<T> {
         scratch.background = Some(c);
     }
 
-    /// Readies the first layer's weight for [`Self::affine_rows`]: `W^T` in panels and the
-    /// per-output constant `b + c * rowsum(W)` (`weight` row-major `[outputs, inputs]`). Does
-    /// nothing unless the last [`Self::prepare`] chose the sparse path.
-    pub(crate) fn prepare_affine(&mut self, weight: &[T], bias: &[T], inputs: usize, par: Par) {
+    /// Readies the first layer for [`Self::affine_rows`]: `W^T` in panels and the per-output
+    /// constant `b + c * rowsum(W)`, each rebuilt only when the layer's parameters changed
+    /// since (or `c` did). Does nothing unless the last [`Self::prepare`] chose the sparse path.
+    pub(crate) fn prepare_affine(&mut self, layer: &Dense<T>, par: Par) {
+        let (weight, bias, inputs) = (layer.weight_slice(), layer.bias(), layer.inputs());
         let outputs = bias.len();
         let Some(c) = self.background else { return };
         if outputs == 0 || inputs == 0 {
             return;
         }
-        let key = (weight.as_ptr() as usize, weight.len(), c);
-        if self.weights_fixed && self.panels_for == Some(key) {
-            return;
-        }
-        self.panels_for = self.weights_fixed.then_some(key);
+        let version = layer.version();
         let panels = outputs.div_ceil(PANEL);
         let zero = T::from_f64(0.0);
         if self.wt.len() != panels * inputs * PANEL {
             self.wt = AlignedVec::filled(panels * inputs * PANEL, zero);
+            self.panels_version = None;
         }
-        // Per-output constant b + c * rowsum(W), each row summed in order.
-        self.init.clear();
-        self.init.extend_from_slice(bias);
-        if c == zero {
-            // As `b + c * rowsum` would: adding +0 turns a bias of -0 into +0.
-            self.init.iter_mut().for_each(|b| *b += zero);
-        } else {
-            row_sums_times(weight, inputs, c, &mut self.init, par);
+        if self.init_for != Some((version, c)) {
+            // Per-output constant b + c * rowsum(W), each row summed in order.
+            self.init.clear();
+            self.init.extend_from_slice(bias);
+            if c == zero {
+                // As `b + c * rowsum` would: adding +0 turns a bias of -0 into +0.
+                self.init.iter_mut().for_each(|b| *b += zero);
+            } else {
+                row_sums_times(weight, inputs, c, &mut self.init, par);
+            }
+            self.init_for = Some((version, c));
         }
-        transpose_into_panels(weight, inputs, outputs, &mut self.wt, par);
+        if self.panels_version != Some(version) {
+            transpose_into_panels(weight, inputs, outputs, &mut self.wt, par);
+            self.panels_version = Some(version);
+        }
+    }
+
+    /// The panels for [`crate::Optimizer`] to write the first layer's updated weight into,
+    /// when the last pass ran sparse (and so the next one likely does too) on a layer of this
+    /// shape; then [`Self::panels_refreshed`].
+    pub(crate) fn panels_to_refresh(&mut self, inputs: usize, outputs: usize) -> Option<&mut [T]> {
+        // Forgotten first: an update stopped half-way must not leave panels claimed valid.
+        self.panels_version = None;
+        let size = outputs.div_ceil(PANEL) * inputs * PANEL;
+        (self.background.is_some() && size > 0 && self.wt.len() == size).then_some(&mut self.wt[..])
+    }
+
+    /// Records that the panels hold `layer`'s weight as it is now.
+    pub(crate) fn panels_refreshed(&mut self, layer: &Dense<T>) {
+        self.panels_version = Some(layer.version());
     }
 
     /// `z = x W^T + b` for rows `first_row..` of the batch compressed by [`Self::prepare`]
@@ -912,7 +916,7 @@ fn transpose_into_panels<T: Float>(
     transpose_panels(weight, inputs, outputs, 0, panels, wt, par);
 }
 
-fn transpose_panels<T: Float>(
+pub(crate) fn transpose_panels<T: Float>(
     weight: &[T],
     inputs: usize,
     outputs: usize,

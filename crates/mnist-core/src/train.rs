@@ -359,7 +359,7 @@ pub fn train_step<T: Float>(
     }
     let loss = compute_gradients(net, ws, grads, x, labels, batch, opts, rng, par)?;
     if loss.is_finite() {
-        optimizer.step(net, grads, lr, step_par(batch, par))?;
+        optimizer.step_with_panels(net, grads, lr, step_par(batch, par), Some(&mut ws.sparse))?;
     }
     Ok(loss)
 }
@@ -744,33 +744,9 @@ pub fn evaluate<T: Float>(
         });
     }
     check_labels(labels, n, net.outputs())?;
-    // `net` is borrowed immutably for the whole call, so its first layer's panels for the
-    // sparse path are built for the first batch and reused by the others.
-    let mut fixed = FixedWeights::new(ws);
-    evaluate_batches(net, fixed.workspace(), x, labels, loss, par)
-}
-
-/// Holds a workspace's first-layer panels fixed for one evaluation and releases them when
-/// dropped, so an early return or a panic cannot leave stale panels for a later step.
-struct FixedWeights<'w, T: Float> {
-    ws: &'w mut Workspace<T>,
-}
-
-impl<'w, T: Float> FixedWeights<'w, T> {
-    fn new(ws: &'w mut Workspace<T>) -> Self {
-        ws.sparse.begin_fixed_weights();
-        Self { ws }
-    }
-
-    fn workspace(&mut self) -> &mut Workspace<T> {
-        self.ws
-    }
-}
-
-impl<T: Float> Drop for FixedWeights<'_, T> {
-    fn drop(&mut self) {
-        self.ws.sparse.end_fixed_weights();
-    }
+    // The first layer's panels for the sparse path are built for the first batch and reused by
+    // the others (and by later calls, while the parameters stay the same).
+    evaluate_batches(net, ws, x, labels, loss, par)
 }
 
 fn evaluate_batches<T: Float>(

@@ -5,8 +5,9 @@
 
 use faer::Par;
 use mnist_core::{
-    Activation, Architecture, BiasInit, Gradients, InputPath, LayerInit, Loss, Network, OutputHead,
-    TrainOptions, WeightInit, compute_gradients,
+    Activation, Architecture, BiasInit, Gradients, InputPath, LayerInit, Loss, Network, Optimizer,
+    OptimizerConfig, OutputHead, TrainOptions, WeightInit, apply_max_norm, compute_gradients,
+    evaluate, train_step,
 };
 use mnist_dataset::{DataSources, Mnist, Normalization, Preprocessing};
 use rand::SeedableRng;
@@ -295,5 +296,85 @@ fn fixed_inputs_are_compressed_once_each_and_kept() {
         let fresh = run(net, x, y, InputPath::Sparse, Par::Seq, Loss::CrossEntropy);
         assert_eq!(loss.to_bits(), fresh.loss.to_bits());
         assert_eq!(bits(&grads), bits(&fresh.grads));
+    }
+}
+
+/// `train_step` writes the first layer's updated weight straight into the sparse panels and
+/// the next pass reuses them (and evaluation reuses them between batches and calls) while the
+/// parameters keep their version: steps, with a max-norm projection and a hand edit of the
+/// weight in between, come out bit for bit as `compute_gradients` + `Optimizer::step`, which
+/// never refreshes the panels, on 1 and 2 threads and under SGD and Adam.
+#[test]
+fn panels_written_by_the_optimizer_match_a_fresh_transposition() {
+    let m = mnist();
+    let (_, prep) = preps(&m).remove(1);
+    let batches: Vec<_> = (0..4).map(|b| batch(&m, &prep, b * 300, 300)).collect();
+    let opts = TrainOptions::new(Loss::CrossEntropy);
+    for config in [OptimizerConfig::Sgd, OptimizerConfig::adam()] {
+        for par in [Par::Seq, Par::rayon(2)] {
+            let mut fused = nets().remove(2);
+            let mut plain = fused.clone();
+            let mut ws_fused = fused.workspace(300);
+            let mut ws_plain = plain.workspace(300);
+            let mut opt_fused = Optimizer::new(config, &fused).unwrap();
+            let mut opt_plain = Optimizer::new(config, &plain).unwrap();
+            let mut grads = Gradients::new(fused.architecture());
+            let (mut rng_f, mut rng_p) =
+                (ChaCha8Rng::seed_from_u64(5), ChaCha8Rng::seed_from_u64(5));
+            for (step, (x, y)) in batches.iter().cycle().take(7).enumerate() {
+                let lf = train_step(
+                    &mut fused,
+                    &mut ws_fused,
+                    &mut grads,
+                    &mut opt_fused,
+                    x,
+                    y,
+                    300,
+                    &opts,
+                    0.05,
+                    &mut rng_f,
+                    par,
+                )
+                .unwrap();
+                assert!(ws_fused.last_input_was_sparse());
+                let lp = compute_gradients(
+                    &plain,
+                    &mut ws_plain,
+                    &mut grads,
+                    x,
+                    y,
+                    300,
+                    &opts,
+                    &mut rng_p,
+                    par,
+                )
+                .unwrap();
+                opt_plain.step(&mut plain, &grads, 0.05, par).unwrap();
+                assert_eq!(lf.to_bits(), lp.to_bits(), "step {step}");
+                match step {
+                    2 => {
+                        for net in [&mut fused, &mut plain] {
+                            apply_max_norm(net, 0.5, &[], par);
+                        }
+                    }
+                    4 => {
+                        for net in [&mut fused, &mut plain] {
+                            net.params_mut(0).unwrap().0[100] += 1.0;
+                        }
+                    }
+                    _ => {}
+                }
+                let (ef, ep) = (
+                    evaluate(&fused, &mut ws_fused, x, y, Loss::CrossEntropy, par).unwrap(),
+                    evaluate(&plain, &mut ws_plain, x, y, Loss::CrossEntropy, par).unwrap(),
+                );
+                assert_eq!(
+                    ef.mean_loss.to_bits(),
+                    ep.mean_loss.to_bits(),
+                    "step {step}"
+                );
+            }
+            assert!(fused == plain, "{config:?} {par:?}");
+        }
     }
 }
