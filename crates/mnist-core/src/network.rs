@@ -1,11 +1,20 @@
 //! The network: a stack of dense layers with their activations, and inference.
 
+use faer::utils::thread::parallelism_degree;
 use faer::{MatRef, Par};
 use rand_chacha::ChaCha8Rng;
 
 use crate::dropout::{apply_mask_words, draw_mask_words};
 use crate::rows::{Rows, RowsMut, for_chunks};
 use crate::{Architecture, ArchitectureError, CoreError, Dense, Float, LayerInit, Workspace, init};
+
+/// Dense layers with at least this many weights, on batches of at least
+/// [`WHOLE_BATCH_GEMM_ROWS`] rows, take one parallel GEMM over the whole batch in the forward
+/// pass instead of one per chunk of rows.
+const WHOLE_BATCH_GEMM_WEIGHTS: usize = 1 << 17;
+
+/// See [`WHOLE_BATCH_GEMM_WEIGHTS`].
+const WHOLE_BATCH_GEMM_ROWS: usize = 128;
 
 /// A fully connected network over scalar `T` (`f32` or `f64`).
 #[derive(Debug, Clone, PartialEq)]
@@ -275,9 +284,26 @@ impl<T: Float> Network<T> {
                 sparse.prepare_affine(layer, par);
             }
             let sparse = &*sparse;
+            // A large dense product runs as one parallel GEMM over the whole batch: faer then
+            // packs the weight once instead of once per chunk of rows (each row's values are
+            // the same either way). The passes after it stay on the chunks.
+            let whole_batch = !sparse_input
+                && batch >= WHOLE_BATCH_GEMM_ROWS
+                && inputs * width >= WHOLE_BATCH_GEMM_WEIGHTS
+                && parallelism_degree(par) > 1;
+            if whole_batch {
+                let z = if l + 1 == n {
+                    &mut logits[..len]
+                } else {
+                    &mut cur.out[..len]
+                };
+                layer.affine(input.data, batch, z, par);
+            }
             // z = x W^T + b for the rows of one chunk (`first` is the chunk's first row).
             let affine = |first: usize, input: &[T], z: &mut [T], inner: Par| {
-                if sparse_input {
+                if whole_batch {
+                    // Done above.
+                } else if sparse_input {
                     sparse.affine_rows(inputs, width, first, z, inner);
                 } else {
                     layer.affine(input, z.len() / width.max(1), z, inner);
