@@ -6,6 +6,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::dropout::{apply_mask_words, draw_mask_words};
 use crate::rows::{Rows, RowsMut, for_chunks};
+use crate::sparse::{InputPath, MIN_HIDDEN_SPARSE_WEIGHTS};
 use crate::{Architecture, ArchitectureError, CoreError, Dense, Float, LayerInit, Workspace, init};
 
 /// Dense layers with at least this many weights, on batches of at least
@@ -261,6 +262,7 @@ impl<T: Float> Network<T> {
             layers: bufs,
             logits,
             sparse,
+            hidden_sparse,
             mask_words,
             ..
         } = ws;
@@ -279,7 +281,25 @@ impl<T: Float> Network<T> {
                 inputs,
             );
             let len = batch * width;
-            let sparse_input = l == 0 && sparse.background.is_some();
+            let sparse = match l.checked_sub(1) {
+                None => &mut *sparse,
+                Some(h) => {
+                    let Some(s) = hidden_sparse.get_mut(h) else {
+                        return;
+                    };
+                    // A hidden layer's input exists only now: its path is chosen here.
+                    let path = if policy != InputPath::Dense
+                        && inputs * width >= MIN_HIDDEN_SPARSE_WEIGHTS
+                    {
+                        InputPath::Auto
+                    } else {
+                        InputPath::Dense
+                    };
+                    s.prepare(input.data, batch, inputs, max_batch, path, par);
+                    s
+                }
+            };
+            let sparse_input = sparse.background.is_some();
             if sparse_input {
                 sparse.prepare_affine(layer, par);
             }

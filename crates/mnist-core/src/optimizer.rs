@@ -208,17 +208,18 @@ impl<T: Float> Optimizer<T> {
         self.step_with_panels(net, grads, lr, par, None)
     }
 
-    /// [`Self::step`], which also writes the first layer's new weight into `sparse`'s panels
-    /// (when the last pass ran sparse), each panel's rows as soon as they are updated and still
-    /// in cache: the next forward pass then finds them ready instead of transposing the whole
-    /// weight from memory. The values are the same either way.
+    /// [`Self::step`], which also writes the new weight of each layer whose last pass ran
+    /// sparse into its panels (`sparse`: the first layer's, then the hidden layers'), each
+    /// panel's rows as soon as they are updated and still in cache: the next forward pass then
+    /// finds them ready instead of transposing the whole weight from memory. The values are the
+    /// same either way.
     pub(crate) fn step_with_panels(
         &mut self,
         net: &mut Network<T>,
         grads: &Gradients<T>,
         lr: f64,
         par: Par,
-        mut sparse: Option<&mut SparseInput<T>>,
+        mut sparse: Option<(&mut SparseInput<T>, &mut [SparseInput<T>])>,
     ) -> Result<(), CoreError> {
         if !grads.fits(net.architecture()) {
             return Err(CoreError::BufferMismatch { what: "gradients" });
@@ -242,10 +243,13 @@ impl<T: Float> Optimizer<T> {
                 continue;
             }
             let (inputs, outputs) = (layer.inputs(), layer.outputs());
-            let mut panels = match sparse.as_deref_mut() {
-                Some(s) if l == 0 => s.panels_to_refresh(inputs, outputs),
-                _ => None,
-            };
+            let mut layer_sparse = sparse.as_mut().and_then(|(first, hidden)| match l {
+                0 => Some(&mut **first),
+                _ => hidden.get_mut(l - 1),
+            });
+            let mut panels = layer_sparse
+                .as_deref_mut()
+                .and_then(|s| s.panels_to_refresh(inputs, outputs));
             let (w, b) = layer.params_mut();
             for (k, (p, grad)) in [(w, g.weight()), (b, g.bias())].into_iter().enumerate() {
                 let idx = 2 * l + k;
@@ -276,7 +280,7 @@ impl<T: Float> Optimizer<T> {
                 }
             }
             if panels.is_some()
-                && let Some(s) = sparse.as_deref_mut()
+                && let Some(s) = layer_sparse
             {
                 s.panels_refreshed(layer);
             }

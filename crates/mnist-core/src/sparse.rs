@@ -37,6 +37,16 @@ pub(crate) const PANEL: usize = 32;
 /// background value (measured per batch; see `cargo xtask bench` for the crossover).
 pub(crate) const MAX_DENSITY: f64 = 0.45;
 
+/// The same for a hidden layer's input (after ReLU and dropout): [`InputPath::Auto`] takes
+/// the sparse kernels there only at most this dense, which dropout makes typical in training
+/// (adam-dropout's second layer sees about 20% non-zeros), while an evaluation pass (no
+/// dropout, about half the ReLU units active) stays on the GEMM.
+pub(crate) const MAX_HIDDEN_DENSITY: f64 = 0.3;
+
+/// Hidden layers with fewer weights than this always take the GEMM: a sparse pass would not
+/// pay for compressing its input.
+pub(crate) const MIN_HIDDEN_SPARSE_WEIGHTS: usize = 1 << 14;
+
 /// Smallest batch for which [`InputPath::Auto`] goes sparse: below it, transposing the weight
 /// into panels costs more than the dense product saves.
 pub(crate) const MIN_BATCH: usize = 8;
@@ -156,6 +166,8 @@ pub(crate) struct SparseInput<T> {
     panels_version: Option<u64>,
     /// The version and background value `init` was computed for.
     init_for: Option<(u64, T)>,
+    /// Set for a hidden layer's input: [`MAX_HIDDEN_DENSITY`] instead of [`MAX_DENSITY`].
+    hidden: bool,
 }
 
 impl<T: Float> SparseInput<T> {
@@ -167,6 +179,14 @@ impl<T: Float> SparseInput<T> {
         self.active = None;
         self.built_for = None;
         self.scratch.csc_ready = false;
+    }
+
+    /// For a hidden layer's input (see [`MAX_HIDDEN_DENSITY`]).
+    pub(crate) fn for_hidden_layer() -> Self {
+        Self {
+            hidden: true,
+            ..Self::default()
+        }
     }
 
     /// The batch the last forward pass compressed (or found in the cache).
@@ -262,7 +282,12 @@ impl<T: Float> SparseInput<T> {
         } else {
             (zero, 0, nnz_zero)
         };
-        let cap = capacity(max_batch, inputs);
+        let density = if self.hidden {
+            MAX_HIDDEN_DENSITY
+        } else {
+            MAX_DENSITY
+        };
+        let cap = capacity(max_batch, inputs, density);
         if policy == InputPath::Auto && nnz > cap {
             return;
         }
@@ -593,8 +618,8 @@ fn row_sums_times<T: Float>(weight: &[T], inputs: usize, c: T, acc: &mut [T], pa
 }
 
 /// Entries reserved for a compressed batch: the densest batch [`InputPath::Auto`] accepts.
-fn capacity(max_batch: usize, inputs: usize) -> usize {
-    ((max_batch * inputs) as f64 * MAX_DENSITY).floor() as usize
+fn capacity(max_batch: usize, inputs: usize, density: f64) -> usize {
+    ((max_batch * inputs) as f64 * density).floor() as usize
 }
 
 /// Runs `f` on consecutive rows of `x` (rows of `inputs` values) and the matching entries of

@@ -241,6 +241,7 @@ pub fn compute_gradients<T: Float>(
         layers: bufs,
         logits,
         sparse,
+        hidden_sparse,
         row_loss,
         ..
     } = ws;
@@ -287,9 +288,14 @@ pub fn compute_gradients<T: Float>(
                         .zip(input)
                         .for_each(|(gw, &xv)| *gw = d * xv);
                 }
-            } else if l == 0 && sparse.background.is_some() {
+            } else if let Some(sp) = match l.checked_sub(1) {
+                None => Some(&mut *sparse),
+                Some(h) => hidden_sparse.get_mut(h),
+            }
+            .filter(|sp| sp.background.is_some())
+            {
                 // dW = delta^T X as a scatter-add of the non-zero inputs (+ rank-1 term).
-                sparse.weight_gradient(delta, &g.bias, inp, &mut g.weight, par);
+                sp.weight_gradient(delta, &g.bias, inp, &mut g.weight, par);
             } else {
                 // dW = delta^T X : [out, batch] x [batch, in].
                 gemm(
@@ -359,7 +365,13 @@ pub fn train_step<T: Float>(
     }
     let loss = compute_gradients(net, ws, grads, x, labels, batch, opts, rng, par)?;
     if loss.is_finite() {
-        optimizer.step_with_panels(net, grads, lr, step_par(batch, par), Some(&mut ws.sparse))?;
+        optimizer.step_with_panels(
+            net,
+            grads,
+            lr,
+            step_par(batch, par),
+            Some((&mut ws.sparse, &mut ws.hidden_sparse)),
+        )?;
     }
     Ok(loss)
 }

@@ -17,6 +17,9 @@ pub struct Workspace<T> {
     pub(crate) logits: Vec<T>,
     /// The first layer's compressed input and panels (allocated on first sparse use).
     pub(crate) sparse: SparseInput<T>,
+    /// The same for the inputs of layers `1..`: sparse in training when dropout leaves them
+    /// mostly zero (see [`crate::sparse::MAX_HIDDEN_DENSITY`]).
+    pub(crate) hidden_sparse: Vec<SparseInput<T>>,
     /// One hidden layer's dropout-mask words (allocated on the first step with dropout).
     pub(crate) mask_words: Vec<u32>,
     /// Per example: its loss, summed in row order after the rows are done in parallel.
@@ -61,6 +64,7 @@ impl<T: Float> Workspace<T> {
             layers,
             logits: vec![zero; max_batch * arch.outputs()],
             sparse: SparseInput::default(),
+            hidden_sparse: (1..n).map(|_| SparseInput::for_hidden_layer()).collect(),
             mask_words: Vec::new(),
             row_loss: vec![0.0; max_batch],
             input_path: InputPath::Auto,
@@ -102,6 +106,20 @@ impl<T: Float> Workspace<T> {
     /// Whether the last forward pass ran the first layer on the sparse kernels.
     pub fn last_input_was_sparse(&self) -> bool {
         self.sparse.background.is_some()
+    }
+
+    /// Whether the last forward pass ran layer `l` on the sparse kernels (layer 0: as
+    /// [`Self::last_input_was_sparse`]; a hidden layer's input goes sparse in training when
+    /// dropout leaves at most 30% of it non-zero, under [`InputPath::Auto`] and
+    /// [`InputPath::Sparse`], and only for layers of at least 2^14 weights).
+    pub fn layer_input_was_sparse(&self, l: usize) -> bool {
+        match l.checked_sub(1) {
+            None => self.last_input_was_sparse(),
+            Some(h) => self
+                .hidden_sparse
+                .get(h)
+                .is_some_and(|s| s.background.is_some()),
+        }
     }
 
     /// Whether the buffers were built for an architecture with these layer widths.

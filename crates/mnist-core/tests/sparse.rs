@@ -309,7 +309,11 @@ fn panels_written_by_the_optimizer_match_a_fresh_transposition() {
     let m = mnist();
     let (_, prep) = preps(&m).remove(1);
     let batches: Vec<_> = (0..4).map(|b| batch(&m, &prep, b * 300, 300)).collect();
-    let opts = TrainOptions::new(Loss::CrossEntropy);
+    // Dropout takes the second layer (2^14 weights) sparse too: its panels are refreshed as well.
+    let opts = TrainOptions {
+        keep_prob: vec![0.4, 0.5],
+        ..TrainOptions::new(Loss::CrossEntropy)
+    };
     for config in [OptimizerConfig::Sgd, OptimizerConfig::adam()] {
         for par in [Par::Seq, Par::rayon(2)] {
             let mut fused = nets().remove(2);
@@ -336,7 +340,7 @@ fn panels_written_by_the_optimizer_match_a_fresh_transposition() {
                     par,
                 )
                 .unwrap();
-                assert!(ws_fused.last_input_was_sparse());
+                assert!(ws_fused.last_input_was_sparse() && ws_fused.layer_input_was_sparse(1));
                 let lp = compute_gradients(
                     &plain,
                     &mut ws_plain,
@@ -377,4 +381,73 @@ fn panels_written_by_the_optimizer_match_a_fresh_transposition() {
             assert!(fused == plain, "{config:?} {par:?}");
         }
     }
+}
+
+/// With dropout, a hidden layer's input is mostly zero and takes the sparse kernels too
+/// (forward product and weight gradient): the loss and every gradient match the dense path to
+/// float rounding, bit for bit on 1, 2 and 3 threads.
+#[test]
+fn dropout_takes_hidden_layers_sparse_and_matches_dense() {
+    let m = mnist();
+    let (_, prep) = preps(&m).remove(0);
+    let (x, y) = batch(&m, &prep, 3000, 300);
+    // 784-256-64-10: the second layer has 2^14 weights.
+    let net = nets().remove(2);
+    let opts = TrainOptions {
+        keep_prob: vec![0.4, 0.5],
+        ..TrainOptions::new(Loss::CrossEntropy)
+    };
+    let run = |path: InputPath, par: Par| {
+        let mut ws = net.workspace(300);
+        ws.set_input_path(path);
+        let mut grads = Gradients::new(net.architecture());
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let loss = compute_gradients(&net, &mut ws, &mut grads, &x, &y, 300, &opts, &mut rng, par)
+            .unwrap();
+        let sparse: Vec<bool> = (0..3).map(|l| ws.layer_input_was_sparse(l)).collect();
+        (loss, grads, sparse)
+    };
+    let (ld, gd, sd) = run(InputPath::Dense, Par::Seq);
+    assert_eq!(sd, [false, false, false]);
+    let (ls, gs, ss) = run(InputPath::Auto, Par::Seq);
+    assert_eq!(
+        ss,
+        [true, true, false],
+        "the 64 x 10 output layer stays dense"
+    );
+    assert!(
+        (ls - ld).abs() <= 1e-5 * ld.abs().max(1.0),
+        "loss {ls} vs {ld}"
+    );
+    for (l, (a, b)) in gs.layers().iter().zip(gd.layers()).enumerate() {
+        assert_close(
+            &format!("layer {l} weight gradient"),
+            a.weight(),
+            b.weight(),
+            1e-4,
+        );
+        assert_close(
+            &format!("layer {l} bias gradient"),
+            a.bias(),
+            b.bias(),
+            1e-4,
+        );
+    }
+    let bits = |g: &Gradients<f32>| {
+        g.layers()
+            .iter()
+            .flat_map(|l| l.weight().iter().chain(l.bias()))
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    };
+    for threads in [2, 3] {
+        let (lt, gt, st) = run(InputPath::Auto, Par::rayon(threads));
+        assert_eq!(st, ss);
+        assert_eq!(lt.to_bits(), ls.to_bits(), "{threads} threads");
+        assert!(bits(&gt) == bits(&gs), "{threads} threads");
+    }
+    // Evaluation (no dropout) keeps the hidden layer on the GEMM.
+    let mut ws = net.workspace(300);
+    net.forward(&mut ws, &x, 300, Par::Seq).unwrap();
+    assert!(ws.layer_input_was_sparse(0) && !ws.layer_input_was_sparse(1));
 }
