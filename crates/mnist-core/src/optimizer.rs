@@ -325,17 +325,31 @@ fn update_par<T: Float>(
         });
         return;
     }
-    let half = p.len() / 2;
-    let (pa, pb) = p.split_at_mut(half);
-    let (ga, gb) = g.split_at(half.min(g.len()));
-    // Unused moment buffers are empty and stay so on both sides.
-    let (ma, mb) = m.split_at_mut(half.min(m.len()));
-    let (va, vb) = v.split_at_mut(half.min(v.len()));
+    let ((pa, ga, ma, va), (pb, gb, mb, vb)) = split_state(p, g, m, v, p.len() / 2);
     join_raw(
         |par| update_par(cfg, t, lr, pa, ga, ma, va, par),
         |par| update_par(cfg, t, lr, pb, gb, mb, vb, par),
         par,
     );
+}
+
+/// A parameter tensor with its gradient and moment buffers, split after `len` values.
+type State<'a, T> = (&'a mut [T], &'a [T], &'a mut [T], &'a mut [T]);
+
+/// Splits `p`, `g`, `m` and `v` after their first `len` values; unused moment buffers are
+/// empty and stay so on both sides.
+fn split_state<'a, T>(
+    p: &'a mut [T],
+    g: &'a [T],
+    m: &'a mut [T],
+    v: &'a mut [T],
+    len: usize,
+) -> (State<'a, T>, State<'a, T>) {
+    let (pa, pb) = p.split_at_mut(len.min(p.len()));
+    let (ga, gb) = g.split_at(len.min(g.len()));
+    let (ma, mb) = m.split_at_mut(len.min(m.len()));
+    let (va, vb) = v.split_at_mut(len.min(v.len()));
+    ((pa, ga, ma, va), (pb, gb, mb, vb))
 }
 
 /// Panels `first..first + count` of a weight `[outputs, inputs]` (see [`update_panels`]).
@@ -372,10 +386,7 @@ fn update_panels<T: Float>(
     if parallelism_degree(par) > 1 && count >= 2 {
         let half = count / 2;
         let len = (((first + half) * PANEL).min(outputs) - first * PANEL) * inputs;
-        let (pa, pb) = p.split_at_mut(len.min(p.len()));
-        let (ga, gb) = g.split_at(len.min(g.len()));
-        let (ma, mb) = m.split_at_mut(len.min(m.len()));
-        let (va, vb) = v.split_at_mut(len.min(v.len()));
+        let ((pa, ga, ma, va), (pb, gb, mb, vb)) = split_state(p, g, m, v, len);
         let (wa, wb) = wt.split_at_mut((half * inputs * PANEL).min(wt.len()));
         let a = Panels {
             count: half,
@@ -397,10 +408,7 @@ fn update_panels<T: Float>(
     for panel in first..first + count {
         let used = (PANEL * (panel + 1)).min(outputs) - PANEL * panel;
         let len = used * inputs;
-        let (pp, pr) = p.split_at_mut(len.min(p.len()));
-        let (gp, gr) = g.split_at(len.min(g.len()));
-        let (mp, mr) = m.split_at_mut(len.min(m.len()));
-        let (vp, vr) = v.split_at_mut(len.min(v.len()));
+        let ((pp, gp, mp, vp), (pr, gr, mr, vr)) = split_state(p, g, m, v, len);
         let (wp, wr) = wt.split_at_mut((inputs * PANEL).min(wt.len()));
         update_par(cfg, t, lr, pp, gp, mp, vp, Par::Seq);
         transpose_panels(pp, inputs, used, 0, 1, wp, Par::Seq);

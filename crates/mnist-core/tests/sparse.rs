@@ -82,6 +82,15 @@ fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
     );
 }
 
+/// Every weight and bias gradient's bits, layer by layer.
+fn gradient_bits(g: &Gradients<f32>) -> Vec<u32> {
+    g.layers()
+        .iter()
+        .flat_map(|l| l.weight().iter().chain(l.bias()))
+        .map(|v| v.to_bits())
+        .collect()
+}
+
 struct Run {
     logits: Vec<f32>,
     loss: f64,
@@ -255,13 +264,6 @@ fn sparse_kernels_do_not_depend_on_thread_count() {
 #[test]
 fn fixed_inputs_are_compressed_once_each_and_kept() {
     let m = mnist();
-    let bits = |g: &Gradients<f32>| {
-        g.layers()
-            .iter()
-            .flat_map(|l| l.weight().iter().chain(l.bias()))
-            .map(|v| v.to_bits())
-            .collect::<Vec<_>>()
-    };
     let (_, prep) = preps(&m).remove(1);
     let (x1, y1) = batch(&m, &prep, 0, 600);
     let (x2, y2) = batch(&m, &prep, 20_000, 600);
@@ -295,7 +297,7 @@ fn fixed_inputs_are_compressed_once_each_and_kept() {
         .unwrap();
         let fresh = run(net, x, y, InputPath::Sparse, Par::Seq, Loss::CrossEntropy);
         assert_eq!(loss.to_bits(), fresh.loss.to_bits());
-        assert_eq!(bits(&grads), bits(&fresh.grads));
+        assert_eq!(gradient_bits(&grads), gradient_bits(&fresh.grads));
     }
 }
 
@@ -433,18 +435,14 @@ fn dropout_takes_hidden_layers_sparse_and_matches_dense() {
             1e-4,
         );
     }
-    let bits = |g: &Gradients<f32>| {
-        g.layers()
-            .iter()
-            .flat_map(|l| l.weight().iter().chain(l.bias()))
-            .map(|v| v.to_bits())
-            .collect::<Vec<_>>()
-    };
     for threads in [2, 3] {
         let (lt, gt, st) = run(InputPath::Auto, Par::rayon(threads));
         assert_eq!(st, ss);
         assert_eq!(lt.to_bits(), ls.to_bits(), "{threads} threads");
-        assert!(bits(&gt) == bits(&gs), "{threads} threads");
+        assert!(
+            gradient_bits(&gt) == gradient_bits(&gs),
+            "{threads} threads"
+        );
     }
     // Evaluation (no dropout) keeps the hidden layer on the GEMM.
     let mut ws = net.workspace(300);
