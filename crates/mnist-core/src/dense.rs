@@ -19,8 +19,8 @@ pub struct Dense<T> {
     weight: Vec<T>,
     bias: Vec<T>,
     /// Names the parameters' current values: a number no other layer, and no earlier state of
-    /// this one, ever had (renewed by every mutable access and by `clone`). The sparse first
-    /// layer keeps its transposed copy of the weight for as long as the version stays.
+    /// this one, ever had (renewed by every mutable access and by `clone`). A layer on the sparse
+    /// kernels keeps its transposed copy of the weight for as long as the version stays.
     version: u64,
 }
 

@@ -16,11 +16,13 @@
 //!   example `i`), as the dataset crate provides; labels are one `u8` class per example.
 //! * Weights are row-major `[outputs, inputs]` (PyTorch `nn.Linear` layout), biases `[outputs]`.
 //! * Each layer computes its batch with faer's GEMM (`faer::linalg::matmul::matmul`), one
-//!   call per chunk of rows (the first layer on sparse kernels when the input is mostly
-//!   background), into a preallocated [`Workspace`]; a training step ([`compute_gradients`] +
+//!   call per chunk of rows (a layer on sparse kernels when its input is mostly
+//!   background: MNIST pixels, or a hidden layer under dropout), into a preallocated [`Workspace`]; a training step ([`compute_gradients`] +
 //!   [`Optimizer::step`], or [`train_step`]) performs no heap allocation once the workspace,
-//!   [`Gradients`] and optimizer exist and one step has run (the first step with dropout
-//!   sizes the mask buffer).
+//!   [`Gradients`] and optimizer exist and each layer has run once on each path it takes: a
+//!   layer's first sparse batch sizes its compressed-input and panel buffers (for the largest
+//!   batch), the first step with dropout the mask buffer. Inputs declared fixed
+//!   ([`Workspace::set_input_fixed`]) add one kept compression per slice on its first pass.
 //!
 //! ## Reproducibility
 //!

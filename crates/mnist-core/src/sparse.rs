@@ -1,4 +1,5 @@
-//! The first layer on sparse input.
+//! Dense layers on sparse input: the first layer on MNIST pixels, and hidden layers whose input
+//! (after ReLU and dropout) is mostly zero.
 //!
 //! Most MNIST pixels are background (exactly 0 for `x/255`, exactly `-mean/std` once
 //! standardized), and the first layer holds most of a network's multiply-adds. Writing each
@@ -15,8 +16,9 @@
 //! block-CSC the backward pass builds. Both kernels work on `W^T` in
 //! panels of [`PANEL`] outputs (panel `p` holds `inputs x PANEL` values, rows contiguous), so
 //! each non-zero input reads or updates one contiguous run of `PANEL` values in a panel that
-//! stays in L2; the weight itself stays `[out, in]` (it is transposed into the panels per pass,
-//! and the gradient panels are transposed back). Each row's non-zeros are read once from memory
+//! stays in L2; the weight itself stays `[out, in]` (it is transposed into the panels when its
+//! [`Dense::version`] changed, usually by the optimizer right after it updates each panel's
+//! rows, and the gradient panels are transposed back). Each row's non-zeros are read once from memory
 //! and then serve every panel from L1.
 //!
 //! Determinism: the forward pass splits the batch by rows and the backward pass by panels, and
@@ -62,15 +64,21 @@ const ROW_BLOCK: usize = 64;
 /// (`GRAD_BLOCK x PANEL` values, 16 KB in `f32`) stays in L1 while its columns are summed.
 const GRAD_BLOCK: usize = 128;
 
-// The block-CSC stores rows within a block as `u8`.
-const _: () = assert!(GRAD_BLOCK <= 256);
+// The block-CSC stores rows within a block as `u8`, counted by a `0u8..` range (whose
+// iterator steps past the last row it yields, so 255 rows at most).
+const _: () = assert!(GRAD_BLOCK <= u8::MAX as usize);
 
-/// Most non-zeros [`crate::Workspace::set_input_fixed`] keeps compressed across passes (13
-/// bytes each in `f32` with the block-CSC: at most ~210 MB). The 60,000 MNIST training images
-/// have about 9 million.
-const CACHE_ENTRIES: usize = 16 << 20;
+/// Most bytes [`crate::Workspace::set_input_fixed`] keeps compressed across passes, counting
+/// each entry's CSR, its block-CSC (reserved when the entry is made) and its share of the map.
+/// The 60,000 MNIST training images (about 9 million non-zeros) take about 120 MB in `f32`.
+const CACHE_BYTES: usize = 256 << 20;
 
-/// How the first layer treats its input (see [`crate::Workspace::set_input_path`]).
+/// What one cache entry costs beyond its arrays (key, map slot, `Compressed` itself).
+const CACHE_ENTRY_OVERHEAD: usize = 256;
+
+/// How the first layer treats its input (see [`crate::Workspace::set_input_path`]). Hidden
+/// layers of at least 2^14 weights follow [`InputPath::Auto`] under `Auto` and `Sparse`, with
+/// [`MAX_HIDDEN_DENSITY`]; `Dense` keeps them on the GEMM too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum InputPath {
     /// Sparse when the batch is at least 8 rows and at most 45% of its values differ from the
@@ -113,6 +121,23 @@ impl<T> Compressed<T> {
         self.row_ptr.last().copied().unwrap_or(0)
     }
 
+    /// What keeping this batch costs in the cache: its CSR, the block-CSC its first backward
+    /// pass builds, and [`CACHE_ENTRY_OVERHEAD`].
+    fn kept_bytes(&self, inputs: usize) -> usize {
+        use std::mem::size_of;
+        let (nnz, rows) = (self.entries(), self.row_ptr.len().saturating_sub(1));
+        let csr =
+            nnz * (size_of::<u32>() + size_of::<T>()) + self.row_ptr.len() * size_of::<usize>();
+        let blocks = if self.background.is_some() {
+            rows.div_ceil(GRAD_BLOCK)
+        } else {
+            0
+        };
+        let csc =
+            nnz * (size_of::<u8>() + size_of::<T>()) + blocks * (inputs + 1) * size_of::<usize>();
+        csr + csc + CACHE_ENTRY_OVERHEAD
+    }
+
     /// An exact-sized copy of the CSR, for keeping (its block-CSC is built when needed).
     fn kept(&self) -> Self
     where
@@ -135,13 +160,13 @@ impl<T> Compressed<T> {
 /// Compressed batch and panel buffers, allocated on first sparse use and then reused.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SparseInput<T> {
-    /// Set by the last forward pass: the background value when the first layer ran sparse.
+    /// Set by the last forward pass: the background value when this layer ran sparse.
     pub(crate) background: Option<T>,
     /// The batch compressed by the last forward pass, unless it came from `cache`.
     scratch: Compressed<T>,
     /// Per row: how many values differ from 0 and from the batch's first value.
     counts: Vec<[u32; 2]>,
-    /// Layer 0's `W^T` in panels (zero-padded past the last output).
+    /// The layer's `W^T` in panels (zero-padded past the last output).
     wt: AlignedVec<T>,
     /// The weight gradient's transpose in panels, accumulated by the backward pass.
     gt: AlignedVec<T>,
@@ -149,12 +174,12 @@ pub(crate) struct SparseInput<T> {
     dt: AlignedVec<T>,
     /// Set through [`crate::Workspace::set_input_fixed`]: every input stays as it is.
     fixed: bool,
-    /// While `fixed`: each input seen so far, compressed once (up to [`CACHE_ENTRIES`]
-    /// non-zeros in all), by key.
+    /// While `fixed`: each input seen so far, compressed once (up to [`CACHE_BYTES`] in all),
+    /// by key.
     cache: std::collections::HashMap<InputKey, Compressed<T>>,
-    /// Non-zeros held in `cache`.
-    cached_entries: usize,
-    /// At most this many non-zeros in `cache` (`None`: [`CACHE_ENTRIES`]; tests set less).
+    /// Bytes `cache` holds or has reserved (see [`Compressed::kept_bytes`]).
+    cached_bytes: usize,
+    /// At most this many bytes in `cache` (`None`: [`CACHE_BYTES`]; tests set less).
     cache_limit: Option<usize>,
     /// The cache entry the last forward pass used (`None`: `scratch`).
     active: Option<InputKey>,
@@ -175,7 +200,7 @@ impl<T: Float> SparseInput<T> {
     pub(crate) fn set_fixed(&mut self, fixed: bool) {
         self.fixed = fixed;
         self.cache = std::collections::HashMap::new();
-        self.cached_entries = 0;
+        self.cached_bytes = 0;
         self.active = None;
         self.built_for = None;
         self.scratch.csc_ready = false;
@@ -228,9 +253,9 @@ impl<T: Float> SparseInput<T> {
         if !self.fixed {
             return;
         }
-        let entries = self.scratch.entries();
-        if self.cached_entries + entries <= self.cache_limit.unwrap_or(CACHE_ENTRIES) {
-            self.cached_entries += entries;
+        let bytes = self.scratch.kept_bytes(inputs);
+        if self.cached_bytes + bytes <= self.cache_limit.unwrap_or(CACHE_BYTES) {
+            self.cached_bytes += bytes;
             self.cache.insert(key, self.scratch.kept());
             self.active = Some(key);
         } else {
@@ -287,13 +312,14 @@ impl<T: Float> SparseInput<T> {
         } else {
             MAX_DENSITY
         };
-        let cap = capacity(max_batch, inputs, density);
-        if policy == InputPath::Auto && nnz > cap {
+        // The density is judged on this batch's rows; the buffers are sized for the largest
+        // batch, so a partial batch cannot go sparse at a density a full one would not.
+        if policy == InputPath::Auto && nnz > capacity(rows, inputs, density) {
             return;
         }
         // First sparse batch: room for the densest batch Auto accepts, so later ones never
         // allocate; forced Sparse may grow it once.
-        let need = nnz.max(cap);
+        let need = nnz.max(capacity(max_batch.max(rows), inputs, density));
         if scratch.idx.len() < need {
             scratch.idx.resize(need, 0);
             scratch.val.resize(need, zero);
@@ -318,7 +344,7 @@ impl<T: Float> SparseInput<T> {
         scratch.background = Some(c);
     }
 
-    /// Readies the first layer for [`Self::affine_rows`]: `W^T` in panels and the per-output
+    /// Readies the layer for [`Self::affine_rows`]: `W^T` in panels and the per-output
     /// constant `b + c * rowsum(W)`, each rebuilt only when the layer's parameters changed
     /// since (or `c` did). Does nothing unless the last [`Self::prepare`] chose the sparse path.
     pub(crate) fn prepare_affine(&mut self, layer: &Dense<T>, par: Par) {
@@ -353,7 +379,7 @@ impl<T: Float> SparseInput<T> {
         }
     }
 
-    /// The panels for [`crate::Optimizer`] to write the first layer's updated weight into,
+    /// The panels for [`crate::Optimizer`] to write the layer's updated weight into,
     /// when the last pass ran sparse (and so the next one likely does too) on a layer of this
     /// shape; then [`Self::panels_refreshed`].
     pub(crate) fn panels_to_refresh(&mut self, inputs: usize, outputs: usize) -> Option<&mut [T]> {
@@ -396,7 +422,7 @@ impl<T: Float> SparseInput<T> {
         split_rows(z, outputs, first_row, rows, par, &task);
     }
 
-    /// Layer 0's weight gradient `delta^T x` into `grad` (row-major `[outputs, inputs]`) for the
+    /// The layer's weight gradient `delta^T x` into `grad` (row-major `[outputs, inputs]`) for the
     /// batch of the last [`Self::prepare`]; `bias_grad` is `colsum(delta)` (already computed).
     pub(crate) fn weight_gradient(
         &mut self,
@@ -1521,6 +1547,45 @@ mod tests {
             .collect()
     }
 
+    /// Auto judges a batch's density on its own rows, not on the workspace's largest batch: a
+    /// partial batch of a big workspace goes sparse exactly when a full one that dense would.
+    #[test]
+    fn auto_judges_partial_batches_by_their_own_rows() {
+        let (rows, inputs, max_batch) = (16, 50, 64);
+        let batch_at = |percent: usize| -> Vec<f32> {
+            (0..rows * inputs)
+                .map(|i| {
+                    if (i * 7) % 100 < percent {
+                        1.0 + (i % 3) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect()
+        };
+        for (percent, sparse) in [(30, true), (44, true), (46, false), (60, false)] {
+            let x = batch_at(percent);
+            let mut s = SparseInput::<f32>::default();
+            s.prepare(&x, rows, inputs, max_batch, InputPath::Auto, Par::Seq);
+            assert_eq!(s.background.is_some(), sparse, "{percent}% non-zero");
+            // The same density in a full batch decides the same way.
+            let full: Vec<f32> = x.iter().copied().cycle().take(max_batch * inputs).collect();
+            s.prepare(
+                &full,
+                max_batch,
+                inputs,
+                max_batch,
+                InputPath::Auto,
+                Par::Seq,
+            );
+            assert_eq!(
+                s.background.is_some(),
+                sparse,
+                "{percent}% non-zero, full batch"
+            );
+        }
+    }
+
     /// A fixed input is kept while the cache has room; one that does not fit stays in the
     /// scratch buffers and is compressed again only when another input came in between. Either
     /// way each pass sees exactly the compression a fresh workspace would build.
@@ -1545,7 +1610,7 @@ mod tests {
         };
         let mut s = SparseInput::<f32>::default();
         s.set_fixed(true);
-        s.cache_limit = Some(f1.entries());
+        s.cache_limit = Some(f1.kept_bytes(inputs));
         for (x, f, kept) in [
             (&x1, &f1, true),
             (&x2, &f2, false),
@@ -1558,7 +1623,7 @@ mod tests {
             assert_eq!(s.active.is_some(), kept);
         }
         assert_eq!(s.cache.len(), 1);
-        assert_eq!(s.cached_entries, f1.entries());
+        assert_eq!(s.cached_bytes, f1.kept_bytes(inputs));
         // Forgetting: the next pass compresses afresh.
         s.set_fixed(true);
         assert!(s.cache.is_empty() && s.active.is_none() && s.built_for.is_none());

@@ -17,8 +17,8 @@ pub struct Workspace<T> {
     pub(crate) logits: Vec<T>,
     /// The first layer's compressed input and panels (allocated on first sparse use).
     pub(crate) sparse: SparseInput<T>,
-    /// The same for the inputs of layers `1..`: sparse in training when dropout leaves them
-    /// mostly zero (see [`crate::sparse::MAX_HIDDEN_DENSITY`]).
+    /// The same for the inputs of layers `1..`: sparse when at most 30% of a batch is non-zero
+    /// (typical in training under dropout; see [`crate::sparse::MAX_HIDDEN_DENSITY`]).
     pub(crate) hidden_sparse: Vec<SparseInput<T>>,
     /// One hidden layer's dropout-mask words (allocated on the first step with dropout).
     pub(crate) mask_words: Vec<u32>,
@@ -77,7 +77,8 @@ impl<T: Float> Workspace<T> {
     }
 
     /// How the first layer treats its input from now on (default [`InputPath::Auto`]: sparse
-    /// kernels when the batch is mostly background, one dense GEMM otherwise). Both paths give
+    /// kernels when the batch is mostly background, one dense GEMM otherwise; see
+    /// [`InputPath`] for the hidden layers). Both paths give
     /// the same results up to float rounding; forcing one is for tests and benchmarks.
     pub fn set_input_path(&mut self, path: InputPath) {
         self.input_path = path;
@@ -87,13 +88,13 @@ impl<T: Float> Workspace<T> {
     /// dataset, unchanged, as in full-batch gradient descent or fixed-order mini-batches. When
     /// set, the first layer's compressed form of each input (recognized by the slice's address,
     /// length and batch size) is built on its first pass and kept for the next passes over the
-    /// same slice, up to 16 Mi non-zero values in all (about 210 MB in `f32`; the 60,000 MNIST
-    /// training images have about 9 million); beyond that, an input is compressed again
+    /// same slice, up to 256 MiB in all (the 60,000 MNIST training images take about 120 MB in
+    /// `f32`); beyond that, an input is compressed again
     /// whenever another came in between. Writing new values into a buffer while this is set
     /// would reuse a stale compression, and so would a new buffer of the same length that the
     /// allocator happens to place at a freed one's address: leave it unset (the default) for
     /// anything but inputs that stay borrowed immutably for the whole run. Each call forgets
-    /// the compressions kept so far.
+    /// the compressions kept so far; cloning the workspace copies them.
     pub fn set_input_fixed(&mut self, fixed: bool) {
         self.sparse.set_fixed(fixed);
     }
@@ -109,9 +110,9 @@ impl<T: Float> Workspace<T> {
     }
 
     /// Whether the last forward pass ran layer `l` on the sparse kernels (layer 0: as
-    /// [`Self::last_input_was_sparse`]; a hidden layer's input goes sparse in training when
-    /// dropout leaves at most 30% of it non-zero, under [`InputPath::Auto`] and
-    /// [`InputPath::Sparse`], and only for layers of at least 2^14 weights).
+    /// [`Self::last_input_was_sparse`]; a hidden layer of at least 2^14 weights goes sparse
+    /// when at most 30% of its input batch is non-zero, which dropout makes typical in
+    /// training, under [`InputPath::Auto`] and [`InputPath::Sparse`] alike).
     pub fn layer_input_was_sparse(&self, l: usize) -> bool {
         match l.checked_sub(1) {
             None => self.last_input_was_sparse(),

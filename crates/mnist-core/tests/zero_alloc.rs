@@ -1,4 +1,4 @@
-//! A training step allocates nothing once its buffers exist.
+//! A training step allocates nothing once its buffers exist (each layer on each of its paths).
 //!
 //! A counting global allocator wraps the system one; after a warm-up step (faer's GEMM keeps a
 //! per-thread packing buffer that it allocates on first use and then reuses), full and partial
@@ -155,7 +155,9 @@ fn training_steps_do_not_allocate() {
         ),
     ];
     // MNIST-like sparse inputs (80% background, 0 or a standardized-style constant): the sparse
-    // first-layer kernels and their buffers.
+    // first-layer kernels and their buffers. The last also takes its 200 x 100 hidden layer
+    // sparse in training (keep 0.4 after ReLU leaves about 20% non-zero) and dense in
+    // evaluation, so both paths of that layer run after the warm-up.
     let sparse_configs = [
         (
             vec![784, 100, 10],
@@ -164,6 +166,7 @@ fn training_steps_do_not_allocate() {
             OptimizerConfig::Sgd,
             64,
             Some(0.0f32),
+            0.8,
         ),
         (
             vec![784, 40, 10],
@@ -172,14 +175,28 @@ fn training_steps_do_not_allocate() {
             OptimizerConfig::adam(),
             32,
             Some(-0.42f32),
+            0.8,
+        ),
+        (
+            vec![784, 200, 100, 10],
+            OutputHead::Softmax,
+            Loss::CrossEntropy,
+            OptimizerConfig::adam(),
+            64,
+            Some(0.0f32),
+            0.4,
         ),
     ];
     let dense_configs = configs
         .into_iter()
-        .map(|(a, b, c, d, e)| (a, b, c, d, e, None));
-    for (sizes, head, loss, config, max_batch, background) in dense_configs.chain(sparse_configs) {
-        let label = format!("{sizes:?} background {background:?}");
+        .map(|(a, b, c, d, e)| (a, b, c, d, e, None, 0.8));
+    for (sizes, head, loss, config, max_batch, background, keep) in
+        dense_configs.chain(sparse_configs)
+    {
+        let label = format!("{sizes:?} background {background:?} keep {keep}");
+        let hidden_sparse = keep < 0.5;
         let mut s = setup(sizes, head, loss, config, max_batch);
+        s.opts.keep_prob.iter_mut().for_each(|k| *k = keep);
         if let Some(c) = background {
             for (i, v) in s.x.iter_mut().enumerate() {
                 if (i * 7919) % 10 < 8 {
@@ -199,7 +216,16 @@ fn training_steps_do_not_allocate() {
             let batch = if step % 3 == 0 { partial } else { s.max_batch };
             s.step(batch, step);
         }
+        assert_eq!(
+            s.ws.layer_input_was_sparse(1),
+            hidden_sparse,
+            "{label}: hidden path in training"
+        );
         s.inference(partial, &mut preds);
+        assert!(
+            !s.ws.layer_input_was_sparse(1),
+            "{label}: hidden path in evaluation"
+        );
         assert_eq!(
             s.ws.last_input_was_sparse(),
             background.is_some(),
