@@ -305,16 +305,30 @@ fn fixed_inputs_are_compressed_once_each_and_kept() {
 /// the next pass reuses them (and evaluation reuses them between batches and calls) while the
 /// parameters keep their version: steps, with a max-norm projection and a hand edit of the
 /// weight in between, come out bit for bit as `compute_gradients` + `Optimizer::step`, which
-/// never refreshes the panels, on 1 and 2 threads and under SGD and Adam.
+/// never refreshes the panels, on 1 and 2 threads and under SGD and Adam. Every third step runs
+/// on the GEMM (so the panels miss its update), some batches are partial and some steps freeze
+/// a layer.
 #[test]
 fn panels_written_by_the_optimizer_match_a_fresh_transposition() {
     let m = mnist();
     let (_, prep) = preps(&m).remove(1);
     let batches: Vec<_> = (0..4).map(|b| batch(&m, &prep, b * 300, 300)).collect();
-    // Dropout takes the second layer (2^14 weights) sparse too: its panels are refreshed as well.
-    let opts = TrainOptions {
-        keep_prob: vec![0.4, 0.5],
-        ..TrainOptions::new(Loss::CrossEntropy)
+    // Dropout takes the second layer (2^14 weights) sparse too: its panels are refreshed as
+    // well. Some steps freeze one layer.
+    let step_options = |step: usize| {
+        let opts = TrainOptions {
+            keep_prob: vec![0.4, 0.5],
+            frozen: match step % 4 {
+                2 => vec![true, false, false],
+                3 => vec![false, true, false],
+                _ => Vec::new(),
+            },
+            ..TrainOptions::new(Loss::CrossEntropy)
+        };
+        // Partial batches on some steps (the workspace holds 300 rows).
+        let rows = if step % 5 == 3 { 170 } else { 300 };
+        // Every third step runs on the GEMM, so the panels miss an update.
+        (opts, rows, step % 3 == 1)
     };
     for config in [OptimizerConfig::Sgd, OptimizerConfig::adam()] {
         for par in [Par::Seq, Par::rayon(2)] {
@@ -327,7 +341,16 @@ fn panels_written_by_the_optimizer_match_a_fresh_transposition() {
             let mut grads = Gradients::new(fused.architecture());
             let (mut rng_f, mut rng_p) =
                 (ChaCha8Rng::seed_from_u64(5), ChaCha8Rng::seed_from_u64(5));
-            for (step, (x, y)) in batches.iter().cycle().take(7).enumerate() {
+            for (step, (x, y)) in batches.iter().cycle().take(11).enumerate() {
+                let (opts, rows, dense) = step_options(step);
+                let path = if dense {
+                    InputPath::Dense
+                } else {
+                    InputPath::Auto
+                };
+                ws_fused.set_input_path(path);
+                ws_plain.set_input_path(path);
+                let (x, y) = (&x[..rows * 784], &y[..rows]);
                 let lf = train_step(
                     &mut fused,
                     &mut ws_fused,
@@ -335,21 +358,22 @@ fn panels_written_by_the_optimizer_match_a_fresh_transposition() {
                     &mut opt_fused,
                     x,
                     y,
-                    300,
+                    rows,
                     &opts,
                     0.05,
                     &mut rng_f,
                     par,
                 )
                 .unwrap();
-                assert!(ws_fused.last_input_was_sparse() && ws_fused.layer_input_was_sparse(1));
+                assert_eq!(ws_fused.last_input_was_sparse(), !dense, "step {step}");
+                assert_eq!(ws_fused.layer_input_was_sparse(1), !dense, "step {step}");
                 let lp = compute_gradients(
                     &plain,
                     &mut ws_plain,
                     &mut grads,
                     x,
                     y,
-                    300,
+                    rows,
                     &opts,
                     &mut rng_p,
                     par,

@@ -123,31 +123,40 @@ fn same_seed_gives_bit_identical_parameters() {
 
 #[test]
 fn thread_count_does_not_change_results() {
-    // Sizes large enough that faer takes its blocked, multi-threaded GEMM path.
-    let (x, y) = blobs(384, 784, 10, 0.5, 11);
-    let run = |par: Par| {
-        let opts = TrainOptions {
-            keep_prob: vec![0.7, 0.9],
-            l2: 1e-4,
-            ..ce()
+    // Sizes large enough that faer takes its blocked, multi-threaded GEMM path, and (on two or
+    // more threads) the whole-batch GEMM for layers of 2^17+ weights: the first layer of the
+    // first shape, the first two of the second, whose batches of 200 split unevenly.
+    for (sizes, examples, batch) in [
+        (vec![784, 256, 64, 10], 384, 128),
+        (vec![600, 300, 500, 10], 400, 200),
+    ] {
+        let (x, y) = blobs(examples, sizes[0], 10, 0.5, 11);
+        let run = |par: Par| {
+            let opts = TrainOptions {
+                keep_prob: vec![0.7, 0.9],
+                l2: 1e-4,
+                ..ce()
+            };
+            let mut r = Run::new(
+                mlp(sizes.clone(), 12),
+                batch,
+                OptimizerConfig::adam(),
+                opts,
+                13,
+            );
+            r.base_lr = 1e-3;
+            r.epochs(&x, &y, batch, 3, par);
+            r
         };
-        let mut r = Run::new(
-            mlp(vec![784, 256, 64, 10], 12),
-            128,
-            OptimizerConfig::adam(),
-            opts,
-            13,
-        );
-        r.base_lr = 1e-3;
-        r.epochs(&x, &y, 128, 3, par);
-        r
-    };
-    let seq = run(Par::Seq);
-    let par = run(Par::rayon(2));
-    assert!(
-        seq.net.bit_identical(&par.net),
-        "Par::Seq and Par::rayon(2) diverged"
-    );
+        let seq = run(Par::Seq);
+        for threads in [2, 3] {
+            let par = run(Par::rayon(threads));
+            assert!(
+                seq.net.bit_identical(&par.net),
+                "{sizes:?}: Par::Seq and Par::rayon({threads}) diverged"
+            );
+        }
+    }
 }
 
 #[test]
