@@ -1521,11 +1521,33 @@ impl<T: Float> Backward<'_, T> {
             .zip(grad.chunks_mut(PANEL * inputs))
         {
             let (cells, _) = block.as_chunks::<PANEL>();
-            for (j, grow) in gw.chunks_exact_mut(inputs).enumerate() {
-                for (g, cell) in grow.iter_mut().zip(cells) {
-                    *g = cell[j];
-                }
+            panel_into_rows(cells, gw, inputs);
+        }
+    }
+}
+
+/// One panel's cells (`inputs` cells of [`PANEL`] outputs) back into the rows of `rows`
+/// (`[used outputs, inputs]`): tiles of 8 cells become [`PANEL`] runs of 8 values, so each
+/// row is written 8 values at a time instead of one value per cell (whose stride would be a
+/// whole cell).
+#[inline(always)]
+fn panel_into_rows<T: Float>(cells: &[[T; PANEL]], rows: &mut [T], inputs: usize) {
+    let used = rows.len() / inputs.max(1);
+    let (tiles, rest) = cells.as_chunks::<8>();
+    for (t, tile) in tiles.iter().enumerate() {
+        let i0 = t * 8;
+        // Constant trip counts: the transposition becomes shuffles.
+        let runs: [[T; 8]; PANEL] = core::array::from_fn(|j| core::array::from_fn(|k| tile[k][j]));
+        for (run, grow) in runs.iter().zip(rows.chunks_exact_mut(inputs)).take(used) {
+            if let Some(dst) = grow.get_mut(i0..i0 + 8) {
+                dst.copy_from_slice(run);
             }
+        }
+    }
+    let i0 = tiles.len() * 8;
+    for (j, grow) in rows.chunks_exact_mut(inputs).enumerate() {
+        for (g, cell) in grow.iter_mut().skip(i0).zip(rest) {
+            *g = cell[j];
         }
     }
 }
@@ -1545,6 +1567,25 @@ mod tests {
                 _ => (i % 97) as f32 * 0.37 - 3.0,
             })
             .collect()
+    }
+
+    /// The tiled transposition of a gradient panel writes what one value per cell would.
+    #[test]
+    fn panel_into_rows_matches_the_plain_transposition() {
+        for inputs in [1usize, 7, 8, 9, 70, 784] {
+            for used in [1usize, 16, 31, PANEL] {
+                let cells: Vec<[f32; PANEL]> = (0..inputs)
+                    .map(|i| core::array::from_fn(|j| (i * PANEL + j) as f32))
+                    .collect();
+                let mut rows = vec![-1.0f32; used * inputs];
+                panel_into_rows(&cells, &mut rows, inputs);
+                for (j, row) in rows.chunks_exact(inputs).enumerate() {
+                    for (i, &g) in row.iter().enumerate() {
+                        assert_eq!(g, cells[i][j], "{inputs} inputs, {used} rows: ({j}, {i})");
+                    }
+                }
+            }
+        }
     }
 
     /// Auto judges a batch's density on its own rows, not on the workspace's largest batch: a
