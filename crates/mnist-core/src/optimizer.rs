@@ -9,6 +9,16 @@
 //! * Adam: `m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 //!   p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)`
 //! * RMSprop: `v = a v + (1-a) g^2; p -= lr g / (sqrt(v) + eps)`
+//!
+//! Moment buffers that decay towards zero are flushed to exactly zero before they turn
+//! subnormal: first moments and velocities below [`Float::FLUSH_BELOW`], second moments below
+//! its square (they hold squared gradients). Why: a weight whose gradient stays zero (the inputs
+//! of a dead ReLU unit) has its moment multiplied by `b1` every step, and rounding keeps it at
+//! the smallest subnormals for ever (`0.9 x` one ulp rounds back to one ulp). On an Intel Xeon
+//! a fifth of adam-dropout's first-layer moments sat there after six epochs, and every Adam step
+//! paid a microcode assist on each: the update took a fifth of the training time. What is
+//! dropped is negligible: the step it would still give is below `lr 2^-50 / eps` (Adam; about
+//! 1e-10 at `lr` 1e-3 and `eps` 1e-8) or `lr 2^-50` (momentum). A moment that turns NaN stays NaN.
 
 use faer::Par;
 use faer::utils::thread::{join_raw, parallelism_degree};
@@ -459,12 +469,12 @@ fn update<T: Float>(
             let it = p.iter_mut().zip(g).zip(m.iter_mut());
             if nesterov {
                 it.for_each(|((p, &g), v)| {
-                    *v = mu * *v + g;
+                    *v = (mu * *v + g).flush_tiny();
                     *p -= lr_t * (g + mu * *v);
                 });
             } else {
                 it.for_each(|((p, &g), v)| {
-                    *v = mu * *v + g;
+                    *v = (mu * *v + g).flush_tiny();
                     *p -= lr_t * *v;
                 });
             }
@@ -483,13 +493,14 @@ fn update<T: Float>(
             let step = T::from_f64(lr / bc1);
             let inv_sqrt_bc2 = T::from_f64(1.0 / bc2.sqrt());
             let eps = T::from_f64(epsilon);
+            let v_floor = T::FLUSH_BELOW * T::FLUSH_BELOW;
             // Equal-length reslices let the compiler drop the indexed loop's bounds checks.
             let n = p.len().min(g.len()).min(m.len()).min(v.len());
             let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
             for i in 0..n {
                 let gi = g[i];
-                let mi = b1 * m[i] + c1 * gi;
-                let vi = b2 * v[i] + c2 * gi * gi;
+                let mi = (b1 * m[i] + c1 * gi).flush_tiny();
+                let vi = flush_below(b2 * v[i] + c2 * gi * gi, v_floor);
                 m[i] = mi;
                 v[i] = vi;
                 p[i] -= step * mi / (vi.sqrt() * inv_sqrt_bc2 + eps);
@@ -499,13 +510,21 @@ fn update<T: Float>(
             let a = T::from_f64(alpha);
             let c = one - a;
             let eps = T::from_f64(epsilon);
+            let v_floor = T::FLUSH_BELOW * T::FLUSH_BELOW;
             p.iter_mut()
                 .zip(g)
                 .zip(v.iter_mut())
                 .for_each(|((p, &g), v)| {
-                    *v = a * *v + c * g * g;
+                    *v = flush_below(a * *v + c * g * g, v_floor);
                     *p -= lr_t * g / (v.sqrt() + eps);
                 });
         }
     }
+}
+
+/// A second moment (never negative), or zero below `floor`: a branch-free select, so the
+/// update loop still vectorizes (see the module docs for why moments are flushed).
+#[inline(always)]
+fn flush_below<T: Float>(v: T, floor: T) -> T {
+    if v < floor { T::from_f64(0.0) } else { v }
 }

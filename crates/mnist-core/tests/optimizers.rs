@@ -274,3 +274,83 @@ fn threaded_steps_match_single_threaded_ones_bit_for_bit() {
         );
     }
 }
+
+/// A weight whose gradient turns zero (the input of a dead ReLU unit) has its moments decay
+/// geometrically; unflushed, they stop at the smallest subnormals for ever (`0.9 x` one ulp
+/// rounds back to one ulp), and every later step pays a microcode assist on Intel cores. Every
+/// moment must instead reach exactly zero without passing through a subnormal, in f32 and f64.
+#[test]
+fn decaying_moments_reach_zero_without_turning_subnormal() {
+    fn check<T: mnist_core::Float>() {
+        let smallest_normal = if T::BYTES == 4 {
+            f64::from(f32::MIN_POSITIVE)
+        } else {
+            f64::MIN_POSITIVE
+        };
+        let arch =
+            Architecture::uniform(vec![2, 1], Activation::Relu, OutputHead::Sigmoid).unwrap();
+        let one = T::from_f64(1.0);
+        let layer = Dense::from_parts(2, 1, vec![one, -one], vec![one]).unwrap();
+        let start = Network::from_layers(&arch, vec![layer]).unwrap().unwrap();
+        for config in [
+            OptimizerConfig::Momentum {
+                momentum: 0.9,
+                nesterov: false,
+            },
+            OptimizerConfig::Momentum {
+                momentum: 0.9,
+                nesterov: true,
+            },
+            OptimizerConfig::Adam {
+                beta1: 0.8,
+                beta2: 0.95,
+                epsilon: 1e-8,
+            },
+            OptimizerConfig::RmsProp {
+                alpha: 0.9,
+                epsilon: 1e-8,
+            },
+        ] {
+            let mut net = start.clone();
+            let mut grads = Gradients::<T>::new(&arch);
+            let mut opt = Optimizer::new(config, &net).unwrap();
+            for step in 0..20_000 {
+                let g = if step == 0 { 0.5 } else { 0.0 };
+                let l = &mut grads.layers_mut()[0];
+                l.weight_mut().fill(T::from_f64(g));
+                l.bias_mut().fill(T::from_f64(-g));
+                l.set_active(true);
+                opt.step(&mut net, &grads, 0.1, Par::Seq).unwrap();
+                let state = opt.state();
+                for &x in state.first.iter().chain(&state.second).flatten() {
+                    let x = x.to_f64();
+                    assert!(
+                        x == 0.0 || x.abs() >= smallest_normal,
+                        "{config:?}, step {step}: moment {x:e} is subnormal"
+                    );
+                }
+            }
+            let state = opt.state();
+            let moments: Vec<f64> = state
+                .first
+                .iter()
+                .chain(&state.second)
+                .flatten()
+                .map(|&x| x.to_f64())
+                .collect();
+            assert!(!moments.is_empty(), "{config:?} keeps moments");
+            assert!(
+                moments.iter().all(|&x| x == 0.0),
+                "{config:?}: moments after a long run of zero gradients: {moments:?}"
+            );
+            assert!(
+                net.layers()[0]
+                    .weight_slice()
+                    .iter()
+                    .all(|w| w.to_f64().is_finite())
+            );
+        }
+    }
+    check::<f32>();
+    check::<f64>();
+}
