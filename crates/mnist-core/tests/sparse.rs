@@ -301,6 +301,54 @@ fn fixed_inputs_are_compressed_once_each_and_kept() {
     }
 }
 
+/// Evaluation with kept inputs, as the trainer runs it: the evaluated set is compressed by the
+/// first pass and reused by later ones (full and partial batches), in a workspace that also
+/// trains on slices of the same set, while the weights change between passes. Every pass must
+/// equal, bit for bit, a fresh workspace that compresses everything again.
+#[test]
+fn evaluation_with_kept_inputs_matches_a_fresh_workspace() {
+    let m = mnist();
+    for (name, prep) in preps(&m) {
+        // 650 rows in batches of 300: two full batches and a partial one.
+        let (x, y) = batch(&m, &prep, 1_000, 650);
+        let mut net = nets().remove(0);
+        let mut kept = net.workspace(300);
+        kept.set_input_fixed(true);
+        let mut opt = Optimizer::new(OptimizerConfig::adam(), &net).unwrap();
+        let mut grads = Gradients::new(net.architecture());
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let opts = TrainOptions::new(Loss::CrossEntropy);
+        for round in 0..3 {
+            for par in [Par::Seq, Par::rayon(2)] {
+                let e = evaluate(&net, &mut kept, &x, &y, Loss::CrossEntropy, par).unwrap();
+                let mut fresh_ws = net.workspace(300);
+                let f = evaluate(&net, &mut fresh_ws, &x, &y, Loss::CrossEntropy, par).unwrap();
+                assert!(kept.last_input_was_sparse(), "{name}");
+                assert_eq!(
+                    (e.mean_loss.to_bits(), e.correct),
+                    (f.mean_loss.to_bits(), f.correct),
+                    "{name}, round {round}, {par:?}"
+                );
+            }
+            // A training step on the first batch's slice in the same workspace.
+            train_step(
+                &mut net,
+                &mut kept,
+                &mut grads,
+                &mut opt,
+                &x[..300 * 784],
+                &y[..300],
+                300,
+                &opts,
+                0.01,
+                &mut rng,
+                Par::Seq,
+            )
+            .unwrap();
+        }
+    }
+}
+
 /// `train_step` writes the first layer's updated weight straight into the sparse panels and
 /// the next pass reuses them (and evaluation reuses them between batches and calls) while the
 /// parameters keep their version: steps, with a max-norm projection and a hand edit of the

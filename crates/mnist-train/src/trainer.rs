@@ -292,9 +292,17 @@ fn run_in_pool(
     // In fixed order without augmentation or input dropout every batch is a slice of
     // `data.train`, borrowed immutably for the whole run, so a full batch is compressed for the
     // sparse first layer once.
-    ws.set_input_fixed(
-        config.training.shuffle == Shuffle::Fixed && augmenter.is_none() && !input_dropout,
-    );
+    let training_inputs_fixed =
+        config.training.shuffle == Shuffle::Fixed && augmenter.is_none() && !input_dropout;
+    ws.set_input_fixed(training_inputs_fixed);
+    // The evaluated splits are borrowed immutably for the run too: each evaluation batch is
+    // compressed in the first epoch's evaluation and kept for the others (a quarter of an
+    // evaluation pass was compression). When the training batches are the same slices of
+    // the training set as its evaluation batches, the training workspace already keeps them
+    // and evaluates that split, so they are not kept twice (two-layer-sigmoid's peak memory).
+    eval_ws.set_input_fixed(true);
+    let train_eval_in_training_ws =
+        training_inputs_fixed && batch_size == config.evaluation.batch_size;
     let show_bar = !opts.quiet && std::io::stderr().is_terminal();
     let mut stopped_early = false;
 
@@ -419,8 +427,13 @@ fn run_in_pool(
         // Per-epoch evaluation.
         let loss_kind = config.training.loss;
         let wants = |s: SplitName| config.evaluation.every_epoch.contains(&s);
+        let train_ws = if train_eval_in_training_ws {
+            &mut ws
+        } else {
+            &mut eval_ws
+        };
         let train_m = wants(SplitName::Train)
-            .then(|| eval_split(&net, &mut eval_ws, &data.train, loss_kind, par))
+            .then(|| eval_split(&net, train_ws, &data.train, loss_kind, par))
             .transpose()?;
         let validation_m = match (&data.validation, wants(SplitName::Validation)) {
             (Some(v), true) => Some(eval_split(&net, &mut eval_ws, v, loss_kind, par)?),
@@ -491,7 +504,12 @@ fn run_in_pool(
     };
     let loss_kind = config.training.loss;
     let test = eval_split(&final_net, &mut eval_ws, &data.test, loss_kind, par)?;
-    let train = eval_split(&final_net, &mut eval_ws, &data.train, loss_kind, par)?;
+    let train_ws = if train_eval_in_training_ws {
+        &mut ws
+    } else {
+        &mut eval_ws
+    };
+    let train = eval_split(&final_net, train_ws, &data.train, loss_kind, par)?;
     let validation = data
         .validation
         .as_ref()
