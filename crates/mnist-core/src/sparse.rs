@@ -1216,7 +1216,12 @@ impl<T: Float> Forward<'_, T> {
                         continue;
                     };
                     let acc = panel_dot(init, cells, ix, vs, lanes, w);
-                    orow[o0..o0 + w].copy_from_slice(&acc[..w]);
+                    // A full panel as one fixed-size store (a run-time length is a memcpy
+                    // call per row and panel).
+                    match <&mut [T; PANEL]>::try_from(&mut orow[o0..o0 + w]) {
+                        Ok(dst) => *dst = acc,
+                        Err(_) => orow[o0..o0 + w].copy_from_slice(&acc[..w]),
+                    }
                 }
             }
         }
@@ -1500,7 +1505,10 @@ impl<T: Float> Backward<'_, T> {
                 let (o0, w) = panel_cols(k);
                 let (dcells, _) = dpanel.as_chunks_mut::<PANEL>();
                 for (cell, drow) in dcells.iter_mut().zip(dblock.chunks_exact(n)) {
-                    cell[..w].copy_from_slice(&drow[o0..o0 + w]);
+                    match <&[T; PANEL]>::try_from(&drow[o0..o0 + w]) {
+                        Ok(src) => *cell = *src,
+                        Err(_) => cell[..w].copy_from_slice(&drow[o0..o0 + w]),
+                    }
                 }
                 let dcells = &dcells[..b1 - b0];
                 let (cells, _) = block.as_chunks_mut::<PANEL>();
