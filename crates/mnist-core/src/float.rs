@@ -40,6 +40,10 @@ pub trait Float:
     /// magnitude are set to exactly zero (2^-50 in `f32`, 2^-400 in `f64`; see
     /// [`Float::flush_tiny`]).
     const FLUSH_BELOW: Self;
+    /// 64 times the smallest normal value (2^-120 in `f32`, 2^-1016 in `f64`): state that
+    /// decays geometrically is set to zero below this, before it can turn subnormal (see the
+    /// optimizer module).
+    const NEAR_SUBNORMAL: Self;
 
     /// Converts from `f64`, rounding to nearest for `f32`.
     fn from_f64(v: f64) -> Self;
@@ -98,6 +102,7 @@ macro_rules! impl_float {
             const DTYPE: safetensors::Dtype = safetensors::Dtype::$dtype;
             const BYTES: usize = core::mem::size_of::<$t>();
             const FLUSH_BELOW: Self = $flush_below;
+            const NEAR_SUBNORMAL: Self = <$t>::MIN_POSITIVE * 64.0;
 
             #[inline(always)]
             fn from_f64(v: f64) -> Self {

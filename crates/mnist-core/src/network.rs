@@ -214,7 +214,8 @@ impl<T: Float> Network<T> {
     /// Evaluation-mode forward pass (no dropout) of a row-major `batch x inputs` slice.
     ///
     /// Returns views of the logits and of the head's outputs (probabilities), borrowed from
-    /// the workspace. Does not allocate.
+    /// the workspace. Does not allocate, except that a workspace with fixed inputs
+    /// ([`Workspace::set_input_fixed`]) keeps a copy of each new slice's compressed form.
     pub fn forward<'w>(
         &self,
         ws: &'w mut Workspace<T>,

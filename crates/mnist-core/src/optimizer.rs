@@ -10,15 +10,24 @@
 //!   p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)`
 //! * RMSprop: `v = a v + (1-a) g^2; p -= lr g / (sqrt(v) + eps)`
 //!
-//! Moment buffers that decay towards zero are flushed to exactly zero before they turn
-//! subnormal: first moments and velocities below [`Float::FLUSH_BELOW`], second moments below
-//! its square (they hold squared gradients). Why: a weight whose gradient stays zero (the inputs
-//! of a dead ReLU unit) has its moment multiplied by `b1` every step, and rounding keeps it at
-//! the smallest subnormals for ever (`0.9 x` one ulp rounds back to one ulp). On an Intel Xeon
-//! a fifth of adam-dropout's first-layer moments sat there after six epochs, and every Adam step
-//! paid a microcode assist on each: the update took a fifth of the training time. What is
-//! dropped is negligible: the step it would still give is below `lr 2^-50 / eps` (Adam; about
-//! 1e-10 at `lr` 1e-3 and `eps` 1e-8) or `lr 2^-50` (momentum). A moment that turns NaN stays NaN.
+//! Moments that decay towards zero are set to exactly zero before they turn subnormal. Why: a
+//! weight whose gradient stays zero (the inputs of a dead ReLU unit) has its moment multiplied
+//! by `b1` every step, and rounding keeps it at the smallest subnormals for ever (`0.9 x` one
+//! ulp rounds back to one ulp). On an Intel Xeon a fifth of adam-dropout's first-layer moments
+//! sat there after six epochs, and every Adam step paid a microcode assist on each: the update
+//! took a fifth of the training time. The rules drop only what cannot move a weight:
+//!
+//! * Adam's first moment, when the step it gives is below `2^-50` of the bias-corrected
+//!   learning rate (`|m| < 2^-50 (sqrt(v_hat) + eps)`; `2^-400` in `f64`: [`Float::FLUSH_BELOW`]),
+//!   or when it is below [`Float::NEAR_SUBNORMAL`]; its second moment only once the first is
+//!   zero (no step either way) and it is below [`Float::NEAR_SUBNORMAL`] itself.
+//! * A momentum velocity below [`Float::FLUSH_BELOW`] (a step below `lr 2^-50`).
+//! * RMSprop's average only where the gradient is zero (no step either way) and the average is
+//!   below [`Float::NEAR_SUBNORMAL`].
+//!
+//! All are branch-free selects, so the update loops still vectorize; NaN stays NaN. `eps` must
+//! be at least [`MIN_EPSILON`]: one that rounds to zero in `f32` would turn the step of a weight
+//! whose moments are both zero into `0 / 0`.
 
 use faer::Par;
 use faer::utils::thread::{join_raw, parallelism_degree};
@@ -31,6 +40,10 @@ use crate::{CoreError, Float, Gradients, Network};
 /// 2^15, adam-dropout's 40,000-weight second layer was updated on one thread while the other
 /// waited.)
 const MIN_PARALLEL_LEN: usize = 1 << 13;
+
+/// Smallest `epsilon` Adam and RMSprop accept: a normal `f32` value, so the denominator of a
+/// weight whose moments are both zero is never zero (see the module docs).
+pub const MIN_EPSILON: f64 = 1e-30;
 
 /// Which update rule and its hyperparameters (the learning rate comes per step, from a
 /// [`crate::Schedule`]).
@@ -85,14 +98,16 @@ impl OptimizerConfig {
                 beta1,
                 beta2,
                 epsilon,
-            } => unit(beta1) && unit(beta2) && epsilon.is_finite() && epsilon > 0.0,
-            Self::RmsProp { alpha, epsilon } => unit(alpha) && epsilon.is_finite() && epsilon > 0.0,
+            } => unit(beta1) && unit(beta2) && epsilon.is_finite() && epsilon >= MIN_EPSILON,
+            Self::RmsProp { alpha, epsilon } => {
+                unit(alpha) && epsilon.is_finite() && epsilon >= MIN_EPSILON
+            }
         };
         if ok {
             Ok(())
         } else {
             Err(CoreError::BadOptimizer(format!(
-                "{self:?}: momentum/betas/alpha must be in [0, 1) and epsilon > 0"
+                "{self:?}: momentum/betas/alpha must be in [0, 1) and epsilon at least {MIN_EPSILON:e} (1e-8 is usual)"
             )))
         }
     }
@@ -205,7 +220,7 @@ impl<T: Float> Optimizer<T> {
 
     /// Applies one update with learning rate `lr` to every layer whose gradient is active
     /// (frozen layers are skipped). Increments the step count. With `Par::Seq` it does not
-    /// allocate (a thread pool may, when it schedules work). Tensors of at least 64 Ki values
+    /// allocate (a thread pool may, when it schedules work). Tensors of at least 16 Ki values
     /// are split recursively in halves between the threads of `par`; the update is
     /// element-wise, so the result is the same for any thread count.
     pub fn step(
@@ -493,38 +508,46 @@ fn update<T: Float>(
             let step = T::from_f64(lr / bc1);
             let inv_sqrt_bc2 = T::from_f64(1.0 / bc2.sqrt());
             let eps = T::from_f64(epsilon);
-            let v_floor = T::FLUSH_BELOW * T::FLUSH_BELOW;
+            let zero = T::from_f64(0.0);
             // Equal-length reslices let the compiler drop the indexed loop's bounds checks.
             let n = p.len().min(g.len()).min(m.len()).min(v.len());
             let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
             for i in 0..n {
                 let gi = g[i];
-                let mi = (b1 * m[i] + c1 * gi).flush_tiny();
-                let vi = flush_below(b2 * v[i] + c2 * gi * gi, v_floor);
+                let mi = b1 * m[i] + c1 * gi;
+                let vi = b2 * v[i] + c2 * gi * gi;
+                let denom = vi.sqrt() * inv_sqrt_bc2 + eps;
+                // Negligible or nearly subnormal first moments, then second moments that no
+                // longer serve a step (see the module docs).
+                let negligible = mi.abs() < T::FLUSH_BELOW * denom || mi.abs() < T::NEAR_SUBNORMAL;
+                let mi = if negligible { zero } else { mi };
+                let vi = if mi == zero && vi < T::NEAR_SUBNORMAL {
+                    zero
+                } else {
+                    vi
+                };
                 m[i] = mi;
                 v[i] = vi;
-                p[i] -= step * mi / (vi.sqrt() * inv_sqrt_bc2 + eps);
+                p[i] -= step * mi / denom;
             }
         }
         OptimizerConfig::RmsProp { alpha, epsilon } => {
             let a = T::from_f64(alpha);
             let c = one - a;
             let eps = T::from_f64(epsilon);
-            let v_floor = T::FLUSH_BELOW * T::FLUSH_BELOW;
+            let zero = T::from_f64(0.0);
             p.iter_mut()
                 .zip(g)
                 .zip(v.iter_mut())
                 .for_each(|((p, &g), v)| {
-                    *v = flush_below(a * *v + c * g * g, v_floor);
+                    let vi = a * *v + c * g * g;
+                    *v = if g == zero && vi < T::NEAR_SUBNORMAL {
+                        zero
+                    } else {
+                        vi
+                    };
                     *p -= lr_t * g / (v.sqrt() + eps);
                 });
         }
     }
-}
-
-/// A second moment (never negative), or zero below `floor`: a branch-free select, so the
-/// update loop still vectorizes (see the module docs for why moments are flushed).
-#[inline(always)]
-fn flush_below<T: Float>(v: T, floor: T) -> T {
-    if v < floor { T::from_f64(0.0) } else { v }
 }

@@ -736,7 +736,9 @@ pub struct Evaluation {
 }
 
 /// Evaluation-mode loss and accuracy over a whole set (`x` row-major `n x inputs`, `n =
-/// labels.len()`), in batches of the workspace's `max_batch`. Does not allocate.
+/// labels.len()`), in batches of the workspace's `max_batch`. Does not allocate, except that a
+/// workspace with fixed inputs ([`Workspace::set_input_fixed`]) keeps a copy of each batch's
+/// compressed form on the first pass over it, and reuses it on later passes.
 pub fn evaluate<T: Float>(
     net: &Network<T>,
     ws: &mut Workspace<T>,

@@ -84,12 +84,13 @@ impl<T: Float> Workspace<T> {
         self.input_path = path;
     }
 
-    /// Declares whether the inputs of the passes from now on stay as they are: slices of one
-    /// dataset, unchanged, as in full-batch gradient descent or fixed-order mini-batches. When
-    /// set, the first layer's compressed form of each input (recognized by the slice's address,
-    /// length and batch size) is built on its first pass and kept for the next passes over the
-    /// same slice, up to 256 MiB in all (the 60,000 MNIST training images take about 120 MB in
-    /// `f32`); beyond that, an input is compressed again
+    /// Declares whether the inputs of the passes from now on stay as they are: slices of
+    /// datasets, unchanged, as in full-batch gradient descent, fixed-order mini-batches or the
+    /// evaluation of the same splits every epoch. When set, the first layer's compressed form
+    /// of each input (recognized by the slice's address, length, batch size and
+    /// [`InputPath`]) is built on its first pass and kept for the next passes over the same
+    /// slice, up to 256 MiB per workspace (the 60,000 MNIST training images take about 120 MB
+    /// in `f32`); beyond that, an input is compressed again
     /// whenever another came in between. Writing new values into a buffer while this is set
     /// would reuse a stale compression, and so would a new buffer of the same length that the
     /// allocator happens to place at a freed one's address: leave it unset (the default) for

@@ -181,6 +181,17 @@ fn bad_config_and_mismatched_state_are_errors() {
         )
         .is_err()
     );
+    // Positive, but zero in f32: a weight whose moments are both zero would step by 0 / 0.
+    assert!(
+        Optimizer::new(
+            OptimizerConfig::RmsProp {
+                alpha: 0.9,
+                epsilon: 1e-40
+            },
+            &net
+        )
+        .is_err()
+    );
     let bad = OptimizerState::<f64> {
         step: 3,
         first: vec![vec![0.0; 5]],
@@ -275,10 +286,12 @@ fn threaded_steps_match_single_threaded_ones_bit_for_bit() {
     }
 }
 
-/// A weight whose gradient turns zero (the input of a dead ReLU unit) has its moments decay
+/// A weight whose gradient turns zero (the inputs of a dead ReLU unit) has its moments decay
 /// geometrically; unflushed, they stop at the smallest subnormals for ever (`0.9 x` one ulp
 /// rounds back to one ulp), and every later step pays a microcode assist on Intel cores. Every
-/// moment must instead reach exactly zero without passing through a subnormal, in f32 and f64.
+/// moment must follow the plain recurrence bit for bit while it matters, then become exactly
+/// zero (first moments and velocities only below `FLUSH_BELOW`, second moments only below
+/// `NEAR_SUBNORMAL`), never passing through a subnormal value, in f32 and f64.
 #[test]
 fn decaying_moments_reach_zero_without_turning_subnormal() {
     fn check<T: mnist_core::Float>() {
@@ -292,28 +305,49 @@ fn decaying_moments_reach_zero_without_turning_subnormal() {
         let one = T::from_f64(1.0);
         let layer = Dense::from_parts(2, 1, vec![one, -one], vec![one]).unwrap();
         let start = Network::from_layers(&arch, vec![layer]).unwrap().unwrap();
-        for config in [
-            OptimizerConfig::Momentum {
-                momentum: 0.9,
-                nesterov: false,
-            },
-            OptimizerConfig::Momentum {
-                momentum: 0.9,
-                nesterov: true,
-            },
-            OptimizerConfig::Adam {
-                beta1: 0.8,
-                beta2: 0.95,
-                epsilon: 1e-8,
-            },
-            OptimizerConfig::RmsProp {
-                alpha: 0.9,
-                epsilon: 1e-8,
-            },
-        ] {
+        // (config, decay of the first buffer, decay of the second)
+        let configs = [
+            (
+                OptimizerConfig::Momentum {
+                    momentum: 0.9,
+                    nesterov: false,
+                },
+                0.9,
+                0.0,
+            ),
+            (
+                OptimizerConfig::Momentum {
+                    momentum: 0.9,
+                    nesterov: true,
+                },
+                0.9,
+                0.0,
+            ),
+            (
+                OptimizerConfig::Adam {
+                    beta1: 0.8,
+                    beta2: 0.95,
+                    epsilon: 1e-8,
+                },
+                0.8,
+                0.95,
+            ),
+            (
+                OptimizerConfig::RmsProp {
+                    alpha: 0.9,
+                    epsilon: 1e-8,
+                },
+                0.0,
+                0.9,
+            ),
+        ];
+        for (config, decay_first, decay_second) in configs {
             let mut net = start.clone();
             let mut grads = Gradients::<T>::new(&arch);
             let mut opt = Optimizer::new(config, &net).unwrap();
+            // The unflushed recurrence, in T, from the state after the first step.
+            let mut expected: Option<(Vec<T>, Vec<T>)> = None;
+            let (d1, d2) = (T::from_f64(decay_first), T::from_f64(decay_second));
             for step in 0..20_000 {
                 let g = if step == 0 { 0.5 } else { 0.0 };
                 let l = &mut grads.layers_mut()[0];
@@ -322,11 +356,32 @@ fn decaying_moments_reach_zero_without_turning_subnormal() {
                 l.set_active(true);
                 opt.step(&mut net, &grads, 0.1, Par::Seq).unwrap();
                 let state = opt.state();
-                for &x in state.first.iter().chain(&state.second).flatten() {
+                let first: Vec<T> = state.first.iter().flatten().copied().collect();
+                let second: Vec<T> = state.second.iter().flatten().copied().collect();
+                for &x in first.iter().chain(&second) {
                     let x = x.to_f64();
                     assert!(
                         x == 0.0 || x.abs() >= smallest_normal,
                         "{config:?}, step {step}: moment {x:e} is subnormal"
+                    );
+                }
+                let (e1, e2) = expected.get_or_insert_with(|| (first.clone(), second.clone()));
+                if step > 0 {
+                    e1.iter_mut().for_each(|e| *e = d1 * *e);
+                    e2.iter_mut().for_each(|e| *e = d2 * *e);
+                }
+                for (got, want) in first.iter().zip(e1.iter()) {
+                    let (got, want) = (got.to_f64(), want.to_f64());
+                    assert!(
+                        got == want || (got == 0.0 && want.abs() < T::FLUSH_BELOW.to_f64()),
+                        "{config:?}, step {step}: first moment {got:e}, unflushed {want:e}"
+                    );
+                }
+                for (got, want) in second.iter().zip(e2.iter()) {
+                    let (got, want) = (got.to_f64(), want.to_f64());
+                    assert!(
+                        got == want || (got == 0.0 && want < T::NEAR_SUBNORMAL.to_f64()),
+                        "{config:?}, step {step}: second moment {got:e}, unflushed {want:e}"
                     );
                 }
             }

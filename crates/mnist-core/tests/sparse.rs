@@ -346,6 +346,32 @@ fn evaluation_with_kept_inputs_matches_a_fresh_workspace() {
             )
             .unwrap();
         }
+        // The kept compression is what evaluation reads: changing the values behind a fixed
+        // workspace's back (which its contract forbids) does not change its result, while a
+        // fresh workspace sees the change.
+        let before = evaluate(&net, &mut kept, &x, &y, Loss::CrossEntropy, Par::Seq).unwrap();
+        let mut x = x;
+        x[..300 * 784].iter_mut().for_each(|v| *v = 0.0);
+        let stale = evaluate(&net, &mut kept, &x, &y, Loss::CrossEntropy, Par::Seq).unwrap();
+        let fresh = evaluate(
+            &net,
+            &mut net.workspace(300),
+            &x,
+            &y,
+            Loss::CrossEntropy,
+            Par::Seq,
+        )
+        .unwrap();
+        assert_eq!(
+            stale.mean_loss.to_bits(),
+            before.mean_loss.to_bits(),
+            "{name}"
+        );
+        assert_ne!(
+            fresh.mean_loss.to_bits(),
+            before.mean_loss.to_bits(),
+            "{name}"
+        );
     }
 }
 

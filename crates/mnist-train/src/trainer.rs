@@ -295,10 +295,10 @@ fn run_in_pool(
     let training_inputs_fixed =
         config.training.shuffle == Shuffle::Fixed && augmenter.is_none() && !input_dropout;
     ws.set_input_fixed(training_inputs_fixed);
-    // The evaluated splits are borrowed immutably for the run too: each evaluation batch is
-    // compressed in the first epoch's evaluation and kept for the others (a quarter of an
-    // evaluation pass was compression). When the training batches are the same slices of
-    // the training set as its evaluation batches, the training workspace already keeps them
+    // The splits evaluated every epoch are borrowed immutably for the run too: each of their
+    // batches is compressed in the first epoch's evaluation and kept for the others (a quarter
+    // of an evaluation pass was compression). When the training batches are the same slices
+    // of the training set as its evaluation batches, the training workspace already keeps them
     // and evaluates that split, so they are not kept twice (two-layer-sigmoid's peak memory).
     eval_ws.set_input_fixed(true);
     let train_eval_in_training_ws =
@@ -503,19 +503,53 @@ fn run_in_pool(
         _ => net,
     };
     let loss_kind = config.training.loss;
-    let test = eval_split(&final_net, &mut eval_ws, &data.test, loss_kind, par)?;
-    let train_ws = if train_eval_in_training_ws {
-        &mut ws
-    } else {
-        &mut eval_ws
+    // Splits evaluated every epoch are kept compressed in `eval_ws` (or `ws`); any other is
+    // evaluated in a workspace that keeps nothing, since a kept copy would only cost memory.
+    let wants = |s: SplitName| config.evaluation.every_epoch.contains(&s);
+    let mut workspaces = [
+        ws,
+        eval_ws,
+        final_net.workspace(config.evaluation.batch_size),
+    ];
+    let workspace_for = |s: SplitName| {
+        if s == SplitName::Train && train_eval_in_training_ws {
+            0
+        } else if wants(s) {
+            1
+        } else {
+            2
+        }
     };
-    let train = eval_split(&final_net, train_ws, &data.train, loss_kind, par)?;
-    let validation = data
-        .validation
-        .as_ref()
-        .map(|v| eval_split(&final_net, &mut eval_ws, v, loss_kind, par))
-        .transpose()?;
-    let confusion = confusion_matrix(&final_net, &mut eval_ws, &data.test, par)?;
+    let test = eval_split(
+        &final_net,
+        &mut workspaces[workspace_for(SplitName::Test)],
+        &data.test,
+        loss_kind,
+        par,
+    )?;
+    let train = eval_split(
+        &final_net,
+        &mut workspaces[workspace_for(SplitName::Train)],
+        &data.train,
+        loss_kind,
+        par,
+    )?;
+    let validation = match &data.validation {
+        Some(v) => Some(eval_split(
+            &final_net,
+            &mut workspaces[workspace_for(SplitName::Validation)],
+            v,
+            loss_kind,
+            par,
+        )?),
+        None => None,
+    };
+    let confusion = confusion_matrix(
+        &final_net,
+        &mut workspaces[workspace_for(SplitName::Test)],
+        &data.test,
+        par,
+    )?;
     let summary = RunSummary {
         experiment: config.name.clone(),
         test_accuracy: test.accuracy,
