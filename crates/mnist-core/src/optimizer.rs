@@ -19,15 +19,17 @@
 //!
 //! * Adam's first moment, when the step it gives is below `2^-50` of the bias-corrected
 //!   learning rate (`|m| < 2^-50 (sqrt(v_hat) + eps)`; `2^-400` in `f64`: [`Float::FLUSH_BELOW`]),
-//!   or when it is below [`Float::NEAR_SUBNORMAL`]; its second moment only once the first is
-//!   zero (no step either way) and it is below [`Float::NEAR_SUBNORMAL`] itself.
+//!   or when it is below [`Float::NEAR_SUBNORMAL`] (with `eps` at least [`MIN_EPSILON`], such a
+//!   moment's step is below that bound too).
+//! * Adam's second moment and RMSprop's average, when below [`Float::NEAR_SUBNORMAL`] and either
+//!   no step depends on them (a zero first moment, or a zero gradient) or they cannot change a
+//!   denominator: when `eps + sqrt(NEAR_SUBNORMAL) / sqrt(1 - b2^t)` rounds to `eps`, as it
+//!   does for any usual `eps` (1e-8), every denominator comes out bit for bit the same. With
+//!   an `eps` so small that it does not, a second moment can stay subnormal while its first
+//!   moment is still in use (only a matter of speed).
 //! * A momentum velocity below [`Float::FLUSH_BELOW`] (a step below `lr 2^-50`).
-//! * RMSprop's average only where the gradient is zero (no step either way) and the average is
-//!   below [`Float::NEAR_SUBNORMAL`].
 //!
-//! All are branch-free selects, so the update loops still vectorize; NaN stays NaN. `eps` must
-//! be at least [`MIN_EPSILON`]: one that rounds to zero in `f32` would turn the step of a weight
-//! whose moments are both zero into `0 / 0`.
+//! All are branch-free selects, so the update loops still vectorize; NaN stays NaN.
 
 use faer::Par;
 use faer::utils::thread::{join_raw, parallelism_degree};
@@ -41,9 +43,10 @@ use crate::{CoreError, Float, Gradients, Network};
 /// waited.)
 const MIN_PARALLEL_LEN: usize = 1 << 13;
 
-/// Smallest `epsilon` Adam and RMSprop accept: a normal `f32` value, so the denominator of a
-/// weight whose moments are both zero is never zero (see the module docs).
-pub const MIN_EPSILON: f64 = 1e-30;
+/// Smallest `epsilon` Adam and RMSprop accept. Smaller ones would round to zero in `f32` (the
+/// step of a weight whose moments are both zero would be `0 / 0`), or make `2^-50 eps` itself
+/// subnormal, so that testing a first moment against it would cost an assist every step.
+pub const MIN_EPSILON: f64 = 1e-20;
 
 /// Which update rule and its hyperparameters (the learning rate comes per step, from a
 /// [`crate::Schedule`]).
@@ -509,6 +512,9 @@ fn update<T: Float>(
             let inv_sqrt_bc2 = T::from_f64(1.0 / bc2.sqrt());
             let eps = T::from_f64(epsilon);
             let zero = T::from_f64(0.0);
+            // Whether zeroing a second moment below NEAR_SUBNORMAL leaves every denominator
+            // as it is (see the module docs).
+            let v_never_counts = eps + T::NEAR_SUBNORMAL.sqrt() * inv_sqrt_bc2 == eps;
             // Equal-length reslices let the compiler drop the indexed loop's bounds checks.
             let n = p.len().min(g.len()).min(m.len()).min(v.len());
             let (p, g, m, v) = (&mut p[..n], &g[..n], &mut m[..n], &mut v[..n]);
@@ -521,7 +527,7 @@ fn update<T: Float>(
                 // longer serve a step (see the module docs).
                 let negligible = mi.abs() < T::FLUSH_BELOW * denom || mi.abs() < T::NEAR_SUBNORMAL;
                 let mi = if negligible { zero } else { mi };
-                let vi = if mi == zero && vi < T::NEAR_SUBNORMAL {
+                let vi = if (v_never_counts || mi == zero) && vi < T::NEAR_SUBNORMAL {
                     zero
                 } else {
                     vi
@@ -536,12 +542,13 @@ fn update<T: Float>(
             let c = one - a;
             let eps = T::from_f64(epsilon);
             let zero = T::from_f64(0.0);
+            let v_never_counts = eps + T::NEAR_SUBNORMAL.sqrt() == eps;
             p.iter_mut()
                 .zip(g)
                 .zip(v.iter_mut())
                 .for_each(|((p, &g), v)| {
                     let vi = a * *v + c * g * g;
-                    *v = if g == zero && vi < T::NEAR_SUBNORMAL {
+                    *v = if (v_never_counts || g == zero) && vi < T::NEAR_SUBNORMAL {
                         zero
                     } else {
                         vi

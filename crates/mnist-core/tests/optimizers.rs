@@ -181,12 +181,12 @@ fn bad_config_and_mismatched_state_are_errors() {
         )
         .is_err()
     );
-    // Positive, but zero in f32: a weight whose moments are both zero would step by 0 / 0.
+    // Positive, but below MIN_EPSILON (1e-20): `2^-50 eps` would be subnormal in f32.
     assert!(
         Optimizer::new(
             OptimizerConfig::RmsProp {
                 alpha: 0.9,
-                epsilon: 1e-40
+                epsilon: 1e-21
             },
             &net
         )
@@ -290,8 +290,10 @@ fn threaded_steps_match_single_threaded_ones_bit_for_bit() {
 /// geometrically; unflushed, they stop at the smallest subnormals for ever (`0.9 x` one ulp
 /// rounds back to one ulp), and every later step pays a microcode assist on Intel cores. Every
 /// moment must follow the plain recurrence bit for bit while it matters, then become exactly
-/// zero (first moments and velocities only below `FLUSH_BELOW`, second moments only below
-/// `NEAR_SUBNORMAL`), never passing through a subnormal value, in f32 and f64.
+/// zero (velocities only below `FLUSH_BELOW`; Adam's first moments only once their step is
+/// below `2^-50` of the bias-corrected rate or they are near subnormal; second moments only
+/// below `NEAR_SUBNORMAL`), never passing through a subnormal value, in f32 and f64, also with
+/// `b1 > sqrt(b2)` (the second moment then falls faster than the first).
 #[test]
 fn decaying_moments_reach_zero_without_turning_subnormal() {
     fn check<T: mnist_core::Float>() {
@@ -306,6 +308,17 @@ fn decaying_moments_reach_zero_without_turning_subnormal() {
         let layer = Dense::from_parts(2, 1, vec![one, -one], vec![one]).unwrap();
         let start = Network::from_layers(&arch, vec![layer]).unwrap().unwrap();
         // (config, decay of the first buffer, decay of the second)
+        let adam = |beta1: f64, beta2: f64, epsilon: f64| {
+            (
+                OptimizerConfig::Adam {
+                    beta1,
+                    beta2,
+                    epsilon,
+                },
+                beta1,
+                beta2,
+            )
+        };
         let configs = [
             (
                 OptimizerConfig::Momentum {
@@ -323,15 +336,9 @@ fn decaying_moments_reach_zero_without_turning_subnormal() {
                 0.9,
                 0.0,
             ),
-            (
-                OptimizerConfig::Adam {
-                    beta1: 0.8,
-                    beta2: 0.95,
-                    epsilon: 1e-8,
-                },
-                0.8,
-                0.95,
-            ),
+            adam(0.8, 0.95, 1e-8),
+            adam(0.95, 0.85, 1e-8),
+            adam(0.8, 0.95, 1e-20),
             (
                 OptimizerConfig::RmsProp {
                     alpha: 0.9,
@@ -370,10 +377,23 @@ fn decaying_moments_reach_zero_without_turning_subnormal() {
                     e1.iter_mut().for_each(|e| *e = d1 * *e);
                     e2.iter_mut().for_each(|e| *e = d2 * *e);
                 }
-                for (got, want) in first.iter().zip(e1.iter()) {
+                // The largest first moment that may be zeroed: Adam's is relative to its
+                // denominator (from the unflushed second moment), a velocity's is absolute.
+                let bound = |k: usize| match config {
+                    OptimizerConfig::Adam { beta2, epsilon, .. } => {
+                        let t = step + 1;
+                        let inv_sqrt_bc2 = T::from_f64(1.0 / (1.0 - beta2.powi(t)).sqrt());
+                        let denom = e2[k].sqrt() * inv_sqrt_bc2 + T::from_f64(epsilon);
+                        (T::FLUSH_BELOW * denom)
+                            .to_f64()
+                            .max(T::NEAR_SUBNORMAL.to_f64())
+                    }
+                    _ => T::FLUSH_BELOW.to_f64(),
+                };
+                for (k, (got, want)) in first.iter().zip(e1.iter()).enumerate() {
                     let (got, want) = (got.to_f64(), want.to_f64());
                     assert!(
-                        got == want || (got == 0.0 && want.abs() < T::FLUSH_BELOW.to_f64()),
+                        got == want || (got == 0.0 && want.abs() < bound(k)),
                         "{config:?}, step {step}: first moment {got:e}, unflushed {want:e}"
                     );
                 }
