@@ -476,7 +476,7 @@ fn update<T: Float>(
     m: &mut [T],
     v: &mut [T],
 ) {
-    let one = T::from_f64(1.0);
+    let (zero, one) = (T::from_f64(0.0), T::from_f64(1.0));
     let lr_t = T::from_f64(lr);
     match cfg {
         OptimizerConfig::Sgd => {
@@ -511,7 +511,6 @@ fn update<T: Float>(
             let step = T::from_f64(lr / bc1);
             let inv_sqrt_bc2 = T::from_f64(1.0 / bc2.sqrt());
             let eps = T::from_f64(epsilon);
-            let zero = T::from_f64(0.0);
             // Whether zeroing a second moment below NEAR_SUBNORMAL leaves every denominator
             // as it is (see the module docs).
             let v_never_counts = eps + T::NEAR_SUBNORMAL.sqrt() * inv_sqrt_bc2 == eps;
@@ -541,7 +540,6 @@ fn update<T: Float>(
             let a = T::from_f64(alpha);
             let c = one - a;
             let eps = T::from_f64(epsilon);
-            let zero = T::from_f64(0.0);
             let v_never_counts = eps + T::NEAR_SUBNORMAL.sqrt() == eps;
             p.iter_mut()
                 .zip(g)

@@ -303,6 +303,7 @@ fn run_in_pool(
     eval_ws.set_input_fixed(true);
     let train_eval_in_training_ws =
         training_inputs_fixed && batch_size == config.evaluation.batch_size;
+    let wants = |s: SplitName| config.evaluation.every_epoch.contains(&s);
     let show_bar = !opts.quiet && std::io::stderr().is_terminal();
     let mut stopped_early = false;
 
@@ -426,7 +427,6 @@ fn run_in_pool(
 
         // Per-epoch evaluation.
         let loss_kind = config.training.loss;
-        let wants = |s: SplitName| config.evaluation.every_epoch.contains(&s);
         let train_ws = if train_eval_in_training_ws {
             &mut ws
         } else {
@@ -505,7 +505,6 @@ fn run_in_pool(
     let loss_kind = config.training.loss;
     // Splits evaluated every epoch are kept compressed in `eval_ws` (or `ws`); any other is
     // evaluated in a workspace that keeps nothing, since a kept copy would only cost memory.
-    let wants = |s: SplitName| config.evaluation.every_epoch.contains(&s);
     let mut workspaces = [
         ws,
         eval_ws,
