@@ -54,54 +54,70 @@ mod u128_string {
     }
 }
 
-/// Units masked per block of random words (1 KB on the stack).
-const MASK_BLOCK: usize = 256;
-
 /// Applies an inverted-dropout mask in place: each unit is kept with probability `keep`
 /// and then scaled by `1/keep` (so evaluation needs no rescaling), or zeroed.
 ///
-/// The same mask is applied to `deriv` (if given) so backpropagation sees it. One `u32` is drawn
-/// per unit, in row-major order, compared against `keep * 2^32`. `keep >= 1` draws nothing.
+/// The same mask is applied to `deriv` (if given) so backpropagation sees it. The mask is
+/// [`MaskKey::draw`]n from `rng` (two words, whatever the length) and unit `i` is kept when
+/// its [`MaskKey::word`] is below `keep * 2^32`. `keep >= 1` draws nothing.
 pub fn apply_mask<T: Float>(
     out: &mut [T],
-    mut deriv: Option<&mut [T]>,
+    deriv: Option<&mut [T]>,
     keep: f64,
     rng: &mut ChaCha8Rng,
 ) {
     if keep >= 1.0 {
         return;
     }
-    // The draws come in blocks: same words in the same order as one draw per unit.
-    let mut bits = [0u32; MASK_BLOCK];
-    // With `deriv`, the mask covers the units both slices have.
-    let n = deriv
-        .as_deref()
-        .map_or(out.len(), |d| d.len().min(out.len()));
-    for (k, o) in out[..n].chunks_mut(MASK_BLOCK).enumerate() {
-        let bits = &mut bits[..o.len()];
-        rng.fill(bits);
-        let start = k * MASK_BLOCK;
-        let d = deriv
-            .as_deref_mut()
-            .and_then(|d| d.get_mut(start..start + o.len()));
-        apply_mask_words(o, d, bits, keep);
+    let key = MaskKey::draw(rng);
+    apply_keyed_mask(out, deriv, key, 0, keep);
+}
+
+/// The key of one dropout mask (one layer, one batch): unit `i`'s random word is a hash of `i`
+/// under the key, so any range of units can be masked on any thread, in any order, and give
+/// the same mask, with no buffer of random words.
+///
+/// Why not a `u32` per unit from the ChaCha stream: drawing them cost more than the rest of
+/// the dropout pass, about 8% of an adam-dropout epoch on one thread. The key comes from the
+/// stream, so a checkpoint's [`RngState`] still resumes the exact masks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaskKey([u32; 2]);
+
+impl MaskKey {
+    /// The next key of `rng`'s stream (two `u32` words).
+    pub fn draw(rng: &mut ChaCha8Rng) -> Self {
+        Self([rng.random(), rng.random()])
+    }
+
+    /// Unit `i`'s word: two rounds of the `lowbias32` integer hash (C. Wellons' hash-prospector,
+    /// a bijection of `u32` with near-ideal avalanche), each after mixing in half of the key.
+    /// Indices are taken mod 2^32 (a layer's batch of 4 Gi units is beyond any use here).
+    #[inline(always)]
+    pub fn word(self, i: u32) -> u32 {
+        lowbias32(lowbias32(i ^ self.0[0]) ^ self.0[1])
     }
 }
 
-/// Fills `words` with the random words of a dropout mask, one per unit in row-major order
-/// (the words [`apply_mask`] would draw for as many units).
-pub(crate) fn draw_mask_words(words: &mut [u32], rng: &mut ChaCha8Rng) {
-    rng.fill(words);
+#[inline(always)]
+fn lowbias32(mut x: u32) -> u32 {
+    x ^= x >> 16;
+    x = x.wrapping_mul(0x7feb_352d);
+    x ^= x >> 15;
+    x = x.wrapping_mul(0x846c_a68b);
+    x ^= x >> 16;
+    x
 }
 
-/// Applies the mask given by `words` (one per unit of `out`, as [`draw_mask_words`] drew them)
-/// to `out` and `deriv` (if given): a unit is kept and scaled by `1/keep` when its word is below
-/// `keep * 2^32`, else zeroed. Branch-free selects: a branch per unit on a random bit would
-/// mispredict half the time. `keep >= 1` changes nothing.
-pub(crate) fn apply_mask_words<T: Float>(
+/// Applies the mask of `key` to units `first..first + out.len()` (`out[j]` is unit `first +
+/// j`) and `deriv` (if given; the mask then covers the units both slices have): a unit is kept
+/// and scaled by `1/keep` when its word is below `keep * 2^32`, else zeroed. Branch-free
+/// selects: a branch per unit on a random bit would mispredict half the time. `keep >= 1`
+/// changes nothing.
+pub(crate) fn apply_keyed_mask<T: Float>(
     out: &mut [T],
     deriv: Option<&mut [T]>,
-    words: &[u32],
+    key: MaskKey,
+    first: u64,
     keep: f64,
 ) {
     if keep >= 1.0 {
@@ -110,43 +126,47 @@ pub(crate) fn apply_mask_words<T: Float>(
     // keep in (0, 1): the threshold is < 2^32, so a draw is kept when it is below it.
     let threshold = (keep * 4_294_967_296.0) as u32;
     let scale = T::from_f64(1.0 / keep);
-    pulp::Arch::new().dispatch(MaskWords {
+    pulp::Arch::new().dispatch(KeyedMask {
         out,
         deriv,
-        words,
+        key,
+        // Indices are mod 2^32 (see `MaskKey::word`).
+        first: first as u32,
         threshold,
         scale,
     });
 }
 
-/// The loop of [`apply_mask_words`], compiled for the CPU's widest vectors through pulp (the
+/// The loop of [`apply_keyed_mask`], compiled for the CPU's widest vectors through pulp (the
 /// loop sits in `with_simd` itself: a closure handed to `dispatch` may be compiled out of line
 /// for baseline x86-64).
-struct MaskWords<'a, T> {
+struct KeyedMask<'a, T> {
     out: &'a mut [T],
     deriv: Option<&'a mut [T]>,
-    words: &'a [u32],
+    key: MaskKey,
+    first: u32,
     threshold: u32,
     scale: T,
 }
 
-impl<T: Float> pulp::WithSimd for MaskWords<'_, T> {
+impl<T: Float> pulp::WithSimd for KeyedMask<'_, T> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         let zero = T::from_f64(0.0);
-        let (threshold, scale) = (self.threshold, self.scale);
+        let (key, first, threshold, scale) = (self.key, self.first, self.threshold, self.scale);
+        let kept = |j: usize| key.word(first.wrapping_add(j as u32)) < threshold;
         match self.deriv {
             Some(deriv) => {
-                for ((o, d), &b) in self.out.iter_mut().zip(deriv.iter_mut()).zip(self.words) {
-                    let kept = b < threshold;
-                    *o = if kept { *o * scale } else { zero };
-                    *d = if kept { *d * scale } else { zero };
+                for (j, (o, d)) in self.out.iter_mut().zip(deriv.iter_mut()).enumerate() {
+                    let k = kept(j);
+                    *o = if k { *o * scale } else { zero };
+                    *d = if k { *d * scale } else { zero };
                 }
             }
             None => {
-                for (o, &b) in self.out.iter_mut().zip(self.words) {
-                    *o = if b < threshold { *o * scale } else { zero };
+                for (j, o) in self.out.iter_mut().enumerate() {
+                    *o = if kept(j) { *o * scale } else { zero };
                 }
             }
         }
@@ -168,10 +188,9 @@ mod tests {
             out[300..].iter().all(|&v| v == 1.0),
             "units past deriv untouched"
         );
-        // 300 words were drawn: the stream continues at the 301st.
+        // One key was drawn (two words): the stream continues at the third.
         let mut reference = ChaCha8Rng::seed_from_u64(9);
-        let mut skip = [0u32; 300];
-        reference.fill(&mut skip[..]);
+        let _ = MaskKey::draw(&mut reference);
         assert_eq!(rng.random::<u32>(), reference.random::<u32>());
     }
 
@@ -192,35 +211,68 @@ mod tests {
         }
     }
 
-    /// The mask is one `u32` per unit in order, exactly as drawing them one at a time.
+    /// A mask is a function of the key and the units' indices only: masking a range in pieces
+    /// (as the threads do) equals masking it whole, and unit `i` is kept exactly when its word
+    /// is below `keep * 2^32`.
     #[test]
-    fn block_draws_match_one_draw_per_unit() {
-        for len in [1usize, 255, 256, 257, 1000] {
-            let mut rng = ChaCha8Rng::seed_from_u64(8);
-            let mut out: Vec<f32> = (0..len).map(|i| i as f32 + 0.5).collect();
-            let mut deriv = vec![1.0f32; len];
-            apply_mask(&mut out, Some(&mut deriv), 0.4, &mut rng);
-            let mut hidden: Vec<f32> = (0..len).map(|i| i as f32 + 0.5).collect();
-            apply_mask(&mut hidden, None, 0.4, &mut rng);
-
-            let mut reference = ChaCha8Rng::seed_from_u64(8);
-            let threshold = (0.4f64 * 4_294_967_296.0) as u64;
-            let mut expect = |v: f32| {
-                if u64::from(reference.random::<u32>()) < threshold {
-                    v * (1.0 / 0.4f64) as f32
-                } else {
-                    0.0
-                }
+    fn a_mask_split_anywhere_is_the_same_mask() {
+        let key = MaskKey::draw(&mut ChaCha8Rng::seed_from_u64(8));
+        let threshold = (0.4f64 * 4_294_967_296.0) as u32;
+        for len in [1usize, 15, 16, 17, 255, 1000] {
+            let values = |first: usize| -> Vec<f32> {
+                (first..first + len).map(|i| i as f32 + 0.5).collect()
             };
-            for (i, (o, d)) in out.iter().zip(&deriv).enumerate() {
-                let e = expect(i as f32 + 0.5);
-                assert_eq!(*o, e);
-                assert_eq!(*d, if e == 0.0 { 0.0 } else { 2.5 });
+            let mut whole = values(7);
+            let mut whole_deriv = vec![1.0f32; len];
+            apply_keyed_mask(&mut whole, Some(&mut whole_deriv), key, 7, 0.4);
+            for cut in [0, 1, len / 3, len] {
+                let mut pieces = values(7);
+                let mut deriv = vec![1.0f32; len];
+                let (a, b) = pieces.split_at_mut(cut);
+                let (da, db) = deriv.split_at_mut(cut);
+                apply_keyed_mask(b, Some(db), key, 7 + cut as u64, 0.4);
+                apply_keyed_mask(a, Some(da), key, 7, 0.4);
+                assert_eq!(pieces, whole, "len {len}, cut {cut}");
+                assert_eq!(deriv, whole_deriv, "len {len}, cut {cut}");
             }
-            for (i, h) in hidden.iter().enumerate() {
-                assert_eq!(*h, expect(i as f32 + 0.5), "len {len}, unit {i}");
+            for (j, (o, d)) in whole.iter().zip(&whole_deriv).enumerate() {
+                let kept = key.word(7 + j as u32) < threshold;
+                let v = (7 + j) as f32 + 0.5;
+                assert_eq!(*o, if kept { v * 2.5 } else { 0.0 });
+                assert_eq!(*d, if kept { 2.5 } else { 0.0 });
             }
-            assert_eq!(RngState::capture(&rng), RngState::capture(&reference));
+        }
+    }
+
+    /// The hashed words must behave like independent uniform draws for dropout: the kept
+    /// fraction, the agreement of neighbouring units (within a row and a row apart), and
+    /// masks under different keys, each within 5 standard deviations of a true Bernoulli mask.
+    #[test]
+    fn hashed_masks_look_like_independent_draws() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (n, width) = (1usize << 20, 400usize);
+        for keep in [0.4f64, 0.5, 0.8] {
+            let key = MaskKey::draw(&mut rng);
+            let other = MaskKey::draw(&mut rng);
+            let threshold = (keep * 4_294_967_296.0) as u32;
+            let kept = |k: MaskKey, i: usize| k.word(i as u32) < threshold;
+            let within = |count: usize, p: f64, what: &str| {
+                let (mean, sd) = (n as f64 * p, (n as f64 * p * (1.0 - p)).sqrt());
+                assert!(
+                    (count as f64 - mean).abs() < 5.0 * sd,
+                    "keep {keep}, {what}: {count} against {mean:.0} +- {sd:.0}"
+                );
+            };
+            within((0..n).filter(|&i| kept(key, i)).count(), keep, "kept");
+            let agree = keep * keep + (1.0 - keep) * (1.0 - keep);
+            for lag in [1usize, 2, width] {
+                let same = (0..n)
+                    .filter(|&i| kept(key, i) == kept(key, i + lag))
+                    .count();
+                within(same, agree, &format!("agreement at lag {lag}"));
+            }
+            let same = (0..n).filter(|&i| kept(key, i) == kept(other, i)).count();
+            within(same, agree, "agreement across keys");
         }
     }
 

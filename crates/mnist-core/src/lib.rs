@@ -21,7 +21,7 @@
 //!   [`Optimizer::step`], or [`train_step`]) performs no heap allocation once the workspace,
 //!   [`Gradients`] and optimizer exist and each layer has run once on each path it takes: a
 //!   layer's first sparse batch sizes its compressed-input and panel buffers (for the largest
-//!   batch), the first step with dropout the mask buffer. Inputs declared fixed
+//!   batch). Inputs declared fixed
 //!   ([`Workspace::set_input_fixed`]) add one kept compression per slice on its first pass.
 //!
 //! ## Reproducibility

@@ -4,7 +4,7 @@ use faer::utils::thread::parallelism_degree;
 use faer::{MatRef, Par};
 use rand_chacha::ChaCha8Rng;
 
-use crate::dropout::{apply_mask_words, draw_mask_words};
+use crate::dropout::{MaskKey, apply_keyed_mask};
 use crate::rows::{Rows, RowsMut, for_chunks};
 use crate::sparse::{InputPath, MIN_HIDDEN_SPARSE_WEIGHTS};
 use crate::{Architecture, ArchitectureError, CoreError, Dense, Float, LayerInit, Workspace, init};
@@ -264,7 +264,6 @@ impl<T: Float> Network<T> {
             logits,
             sparse,
             hidden_sparse,
-            mask_words,
             ..
         } = ws;
         // The first layer's path (sparse kernels or one GEMM) is chosen on this batch's density.
@@ -356,47 +355,27 @@ impl<T: Float> Network<T> {
                     l >= t.first_needed,
                 ),
             };
-            // The mask takes the stream's next `len` words in row-major order whatever the
-            // split: each chunk draws its rows' words from a copy of the stream set to their
-            // position (ChaCha seeks in constant time), so the draws run on every thread, and
-            // the stream then moves past all of them.
-            let (words, stream) = match train.as_mut() {
-                Some(t) if keep < 1.0 => {
-                    if mask_words.len() < len {
-                        mask_words.resize(len.max(max_batch * width), 0);
-                    }
-                    let start = t.rng.get_word_pos();
-                    t.rng.set_word_pos(start + len as u128);
-                    let stream = (t.rng.clone(), start);
-                    (
-                        Some(RowsMut::new(&mut mask_words[..len], width)),
-                        Some(stream),
-                    )
-                }
-                _ => (None, None),
+            // One key per layer and batch; each chunk masks its rows' units by their index in
+            // the batch, so the mask does not depend on the split.
+            let mask = match train.as_mut() {
+                Some(t) if keep < 1.0 => Some(MaskKey::draw(t.rng)),
+                _ => None,
             };
             let deriv = with_deriv.then(|| RowsMut::new(&mut cur.deriv[..len], width));
-            let parts = (
-                input,
-                RowsMut::new(&mut cur.out[..len], width),
-                deriv,
-                words,
-            );
+            let parts = (input, RowsMut::new(&mut cur.out[..len], width), deriv);
             for_chunks(
                 batch,
                 parts,
                 par,
-                &|_, rows, (input, out, mut deriv, words), inner| {
+                &|_, rows, (input, out, mut deriv), inner| {
                     affine(rows.start, input.data, out.data, inner);
                     match deriv.as_mut() {
                         Some(d) => act.forward_with_derivative(out.data, d.data),
                         None => act.forward_in_place(out.data),
                     }
-                    if let (Some(words), Some((rng, start))) = (words, &stream) {
-                        let mut rng = rng.clone();
-                        rng.set_word_pos(start + (rows.start * width) as u128);
-                        draw_mask_words(words.data, &mut rng);
-                        apply_mask_words(out.data, deriv.map(|d| d.data), words.data, keep);
+                    if let Some(key) = mask {
+                        let first = (rows.start * width) as u64;
+                        apply_keyed_mask(out.data, deriv.map(|d| d.data), key, first, keep);
                     }
                 },
             );
@@ -478,13 +457,14 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
+    use crate::dropout::MaskKey;
     use crate::{Activation, Architecture, BiasInit, LayerInit, OutputHead, WeightInit};
 
-    /// The chunks draw their rows' mask words from copies of the stream set to their position:
-    /// together they must take exactly the stream's next words in row-major order, as one
-    /// sequential draw would, and leave the stream after the last of them.
+    /// The chunks mask their rows by each unit's row-major index under the layer's key: on any
+    /// number of threads the mask is the one of the key the stream gave next, unit by unit, and
+    /// the stream moves past that key only.
     #[test]
-    fn dropout_masks_take_the_next_words_of_the_stream_in_row_major_order() {
+    fn dropout_masks_follow_the_streams_next_key_in_row_major_order() {
         let (inputs, hidden, batch) = (5usize, 37usize, 300usize);
         let arch = Architecture::new(
             vec![inputs, hidden, 3],
@@ -516,10 +496,14 @@ mod tests {
             };
             net.forward_unchecked(&mut ws, &x, batch, Some(pass), par);
             let threshold = (keep * 4_294_967_296.0) as u32;
+            let key = MaskKey::draw(&mut reference);
             let want: Vec<f32> = (0..batch * hidden)
-                .map(|_| {
-                    let w: u32 = reference.random();
-                    if w < threshold { 2.0 } else { 0.0 }
+                .map(|i| {
+                    if key.word(i as u32) < threshold {
+                        2.0
+                    } else {
+                        0.0
+                    }
                 })
                 .collect();
             // Identity units: the derivative is the mask times 1/keep.

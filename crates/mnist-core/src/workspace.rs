@@ -20,8 +20,6 @@ pub struct Workspace<T> {
     /// The same for the inputs of layers `1..`: sparse when at most 30% of a batch is non-zero
     /// (typical in training under dropout; see [`crate::sparse::MAX_HIDDEN_DENSITY`]).
     pub(crate) hidden_sparse: Vec<SparseInput<T>>,
-    /// One hidden layer's dropout-mask words (allocated on the first step with dropout).
-    pub(crate) mask_words: Vec<u32>,
     /// Per example: its loss, summed in row order after the rows are done in parallel.
     pub(crate) row_loss: Vec<f64>,
     input_path: InputPath,
@@ -65,7 +63,6 @@ impl<T: Float> Workspace<T> {
             logits: vec![zero; max_batch * arch.outputs()],
             sparse: SparseInput::default(),
             hidden_sparse: (1..n).map(|_| SparseInput::for_hidden_layer()).collect(),
-            mask_words: Vec::new(),
             row_loss: vec![0.0; max_batch],
             input_path: InputPath::Auto,
         }
