@@ -24,7 +24,10 @@ use anyhow::Context;
 use mnist_core::faer::linalg::matmul::matmul;
 use mnist_core::faer::{Accum, Mat, Par};
 use mnist_core::rand_chacha::ChaCha8Rng;
-use mnist_core::{Gradients, InputPath, Network, Optimizer, Workspace, evaluate, train_step};
+use mnist_core::{
+    Gradients, InputPath, Network, Optimizer, SparseRows, Workspace, evaluate, train_step,
+    train_step_rows,
+};
 use mnist_dataset::{DataSources, Mnist};
 use mnist_train::ExperimentConfig;
 use mnist_train::config::Shuffle;
@@ -297,6 +300,14 @@ fn train_epoch(
     let mut grads = Gradients::new(&arch);
     let mut order: Vec<usize> = (0..n).collect();
     let (mut xb, mut yb) = (Vec::with_capacity(bs * train.dim()), Vec::with_capacity(bs));
+    // As the trainer does: shuffled batches come from the training set compressed once (built
+    // before the timed epochs, as once per run), unless the dense path is forced.
+    let rows = if cfg.training.shuffle == Shuffle::EachEpoch && path != InputPath::Dense {
+        Some(SparseRows::new(train.features(), train.dim(), par)?)
+            .filter(SparseRows::suits_sparse_path)
+    } else {
+        None
+    };
     let batches = steps.unwrap_or(n.div_ceil(bs));
     let mut run = |timed: bool| -> anyhow::Result<f64> {
         if cfg.training.shuffle == Shuffle::EachEpoch {
@@ -306,20 +317,40 @@ fn train_epoch(
         for b in 0..batches {
             let start = (b * bs) % n;
             let len = bs.min(n - start);
-            let (x, y) = if cfg.training.shuffle == Shuffle::EachEpoch {
-                train.gather_into(&order[start..start + len], &mut xb, &mut yb);
-                (&xb[..], &yb[..])
-            } else {
-                let v = train.batch(start, len);
-                (v.features, v.labels)
-            };
             let lr =
                 cfg.training
                     .schedule
                     .lr_at(cfg.training.learning_rate, epochs_before, b as u64);
-            train_step(
-                &mut net, &mut ws, &mut grads, &mut opt, x, y, len, &opts, lr, &mut rng, par,
-            )?;
+            let indices = &order[start..start + len];
+            if let Some(rows) = &rows {
+                yb.clear();
+                yb.extend(indices.iter().filter_map(|&i| train.labels().get(i)));
+                train_step_rows(
+                    &mut net,
+                    &mut ws,
+                    &mut grads,
+                    &mut opt,
+                    rows,
+                    train.features(),
+                    indices,
+                    &yb,
+                    &opts,
+                    lr,
+                    &mut rng,
+                    par,
+                )?;
+            } else {
+                let (x, y) = if cfg.training.shuffle == Shuffle::EachEpoch {
+                    train.gather_into(indices, &mut xb, &mut yb);
+                    (&xb[..], &yb[..])
+                } else {
+                    let v = train.batch(start, len);
+                    (v.features, v.labels)
+                };
+                train_step(
+                    &mut net, &mut ws, &mut grads, &mut opt, x, y, len, &opts, lr, &mut rng, par,
+                )?;
+            }
             // In fixed order the warm-up is a whole epoch: the compressed batches are then all
             // kept, as in every epoch of a real run after its first.
             if !timed && b >= 3 && cfg.training.shuffle != Shuffle::Fixed {

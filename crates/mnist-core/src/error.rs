@@ -82,6 +82,10 @@ pub enum CoreError {
         /// Actual length.
         got: usize,
     },
+    /// Rows of a set given to `train_step_rows` that do not match the network or each other,
+    /// or an index past the set's last row.
+    #[error("batch of set rows: {0}")]
+    BadRows(String),
     /// The label slice does not hold one label per example.
     #[error("got {got} labels for a batch of {batch}")]
     LabelCount {

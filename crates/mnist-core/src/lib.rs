@@ -118,10 +118,10 @@ pub use schedule::{Decay, Schedule, Unit, Warmup};
 pub use serialize::{
     SavedModel, from_safetensors_bytes, load_model, save_model, to_safetensors_bytes,
 };
-pub use sparse::InputPath;
+pub use sparse::{InputPath, SparseRows};
 pub use train::{
     Evaluation, Gradients, LayerGradients, TrainOptions, compute_gradients, compute_loss, evaluate,
-    step_par, train_step,
+    step_par, train_step, train_step_rows,
 };
 pub use workspace::Workspace;
 

@@ -186,6 +186,26 @@ impl<T: Float> Network<T> {
         x: &[T],
         batch: usize,
     ) -> Result<(), CoreError> {
+        self.check_batch_size(ws, batch)?;
+        let inputs = self.inputs();
+        let expected = batch * inputs;
+        if x.len() != expected {
+            return Err(CoreError::InputLength {
+                batch,
+                inputs,
+                expected,
+                got: x.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks `ws` fits and `batch` is in range.
+    pub(crate) fn check_batch_size(
+        &self,
+        ws: &Workspace<T>,
+        batch: usize,
+    ) -> Result<(), CoreError> {
         if !ws.fits(&self.arch) {
             return Err(CoreError::BufferMismatch { what: "workspace" });
         }
@@ -196,16 +216,6 @@ impl<T: Float> Network<T> {
             return Err(CoreError::BatchTooLarge {
                 batch,
                 max: ws.max_batch(),
-            });
-        }
-        let inputs = self.inputs();
-        let expected = batch * inputs;
-        if x.len() != expected {
-            return Err(CoreError::InputLength {
-                batch,
-                inputs,
-                expected,
-                got: x.len(),
             });
         }
         Ok(())
@@ -264,10 +274,14 @@ impl<T: Float> Network<T> {
             logits,
             sparse,
             hidden_sparse,
+            first_input_prepared,
             ..
         } = ws;
-        // The first layer's path (sparse kernels or one GEMM) is chosen on this batch's density.
-        sparse.prepare(x, batch, self.inputs(), max_batch, policy, par);
+        // The first layer's path (sparse kernels or one GEMM) is chosen on this batch's density,
+        // unless `train_step_rows` already assembled its sparse input (`x` is then unused).
+        if !std::mem::take(first_input_prepared) {
+            sparse.prepare(x, batch, self.inputs(), max_batch, policy, par);
+        }
         let x = x.get(..batch * self.inputs()).unwrap_or(x);
         for (l, layer) in self.layers.iter().enumerate() {
             let (below, rest) = bufs.split_at_mut(l);

@@ -10,6 +10,7 @@ use crate::dense::gemm;
 use crate::network::TrainPass;
 use crate::optimizer::check_learning_rate;
 use crate::rows::{Rows, RowsMut, column_sums, for_chunks};
+use crate::sparse::{MIN_BATCH, SparseRows};
 use crate::workspace::LayerBuffers;
 use crate::{
     Architecture, CoreError, Float, Loss, Network, Optimizer, OptimizerConfig, OutputHead,
@@ -218,6 +219,35 @@ pub fn compute_gradients<T: Float>(
     par: Par,
 ) -> Result<f64, CoreError> {
     let first_active = check_train_inputs(net, ws, grads, x, labels, batch, opts)?;
+    Ok(gradients_of_checked(
+        net,
+        ws,
+        grads,
+        x,
+        labels,
+        batch,
+        opts,
+        rng,
+        par,
+        first_active,
+    ))
+}
+
+/// [`compute_gradients`] once its inputs are checked (`first_active`: the lowest trainable
+/// layer). `x` is unused when `train_step_rows` has prepared the first layer's input.
+#[allow(clippy::too_many_arguments)]
+fn gradients_of_checked<T: Float>(
+    net: &Network<T>,
+    ws: &mut Workspace<T>,
+    grads: &mut Gradients<T>,
+    x: &[T],
+    labels: &[u8],
+    batch: usize,
+    opts: &TrainOptions,
+    rng: &mut ChaCha8Rng,
+    par: Par,
+    first_active: Option<usize>,
+) -> f64 {
     // A few examples are not worth waking other threads for (results are the same either way).
     let par = step_par(batch, par);
     let arch = net.architecture();
@@ -320,7 +350,7 @@ pub fn compute_gradients<T: Float>(
     } else {
         0.0
     };
-    Ok(data_loss + opts.l2 * l2_sum)
+    data_loss + opts.l2 * l2_sum
 }
 
 /// One optimisation step: [`compute_gradients`] then [`Optimizer::step`] with learning rate
@@ -364,6 +394,100 @@ pub fn train_step<T: Float>(
         return Ok(loss);
     }
     let loss = compute_gradients(net, ws, grads, x, labels, batch, opts, rng, par)?;
+    if loss.is_finite() {
+        optimizer.step_with_panels(
+            net,
+            grads,
+            lr,
+            step_par(batch, par),
+            Some((&mut ws.sparse, &mut ws.hidden_sparse)),
+        )?;
+    }
+    Ok(loss)
+}
+
+/// [`train_step`] on rows `indices` of a set, with labels `labels` (one per index): the
+/// first layer's sparse input is assembled from `rows` (the set compressed once,
+/// [`SparseRows::new`]) instead of gathering the dense rows and compressing them, the
+/// difference being only speed (bit for bit the same when every batch's first value is the
+/// set's, as on MNIST). A batch that goes dense (forced by [`Workspace::set_input_path`],
+/// under 8 rows, or too dense) is gathered from `dense` (the same set, row-major) into a
+/// buffer of the workspace and takes [`train_step`].
+///
+/// # Errors
+/// As [`train_step`]; [`CoreError::InputLength`] when `rows` or `dense` do not hold rows of
+/// the network's inputs, or an index is past the last row.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step_rows<T: Float>(
+    net: &mut Network<T>,
+    ws: &mut Workspace<T>,
+    grads: &mut Gradients<T>,
+    optimizer: &mut Optimizer<T>,
+    rows: &SparseRows<T>,
+    dense: &[T],
+    indices: &[usize],
+    labels: &[u8],
+    opts: &TrainOptions,
+    lr: f64,
+    rng: &mut ChaCha8Rng,
+    par: Par,
+) -> Result<f64, CoreError> {
+    let (inputs, batch) = (net.inputs(), indices.len());
+    let set = rows.rows();
+    if rows.inputs() != inputs {
+        return Err(CoreError::BadRows(format!(
+            "the compressed rows hold {} inputs, the network takes {inputs}",
+            rows.inputs()
+        )));
+    }
+    if dense.len() != set * inputs {
+        return Err(CoreError::BadRows(format!(
+            "the dense rows hold {} values, not {set} rows x {inputs} inputs; build both from the same set",
+            dense.len()
+        )));
+    }
+    if let Some((k, &i)) = indices.iter().enumerate().find(|&(_, &i)| i >= set) {
+        return Err(CoreError::BadRows(format!(
+            "index {i} (position {k}) is past the set's {set} rows"
+        )));
+    }
+    net.check_batch_size(ws, batch)?;
+    let first_active = check_step_inputs(net, grads, labels, batch, opts)?;
+    // Batches of one keep the fused SGD path, which reads the dense row.
+    let sparse = batch >= MIN_BATCH
+        && ws.sparse.prepare_rows(
+            rows,
+            indices,
+            ws.max_batch(),
+            ws.input_path(),
+            step_par(batch, par),
+        );
+    if !sparse {
+        let mut x = std::mem::take(&mut ws.gathered);
+        x.clear();
+        for &i in indices {
+            x.extend_from_slice(&dense[i * inputs..(i + 1) * inputs]);
+        }
+        let loss = train_step(
+            net, ws, grads, optimizer, &x, labels, batch, opts, lr, rng, par,
+        );
+        ws.gathered = x;
+        return loss;
+    }
+    ws.first_input_prepared = true;
+    let loss = gradients_of_checked(
+        net,
+        ws,
+        grads,
+        &[],
+        labels,
+        batch,
+        opts,
+        rng,
+        par,
+        first_active,
+    );
+    ws.first_input_prepared = false;
     if loss.is_finite() {
         optimizer.step_with_panels(
             net,
@@ -638,6 +762,17 @@ fn check_train_inputs<T: Float>(
     opts: &TrainOptions,
 ) -> Result<Option<usize>, CoreError> {
     net.check_batch(ws, x, batch)?;
+    check_step_inputs(net, grads, labels, batch, opts)
+}
+
+/// [`check_train_inputs`] but the batch itself: labels, gradient buffers and options.
+fn check_step_inputs<T: Float>(
+    net: &Network<T>,
+    grads: &Gradients<T>,
+    labels: &[u8],
+    batch: usize,
+    opts: &TrainOptions,
+) -> Result<Option<usize>, CoreError> {
     check_labels(labels, batch, net.outputs())?;
     if !grads.fits(net.architecture()) {
         return Err(CoreError::BufferMismatch { what: "gradients" });

@@ -22,6 +22,11 @@ pub struct Workspace<T> {
     pub(crate) hidden_sparse: Vec<SparseInput<T>>,
     /// Per example: its loss, summed in row order after the rows are done in parallel.
     pub(crate) row_loss: Vec<f64>,
+    /// Set by [`crate::train_step_rows`] when it has already assembled the first layer's
+    /// sparse input from a [`crate::SparseRows`]: the next forward pass takes it as it is.
+    pub(crate) first_input_prepared: bool,
+    /// [`crate::train_step_rows`]'s gathered batch when it goes dense (allocated then).
+    pub(crate) gathered: Vec<T>,
     input_path: InputPath,
 }
 
@@ -64,6 +69,8 @@ impl<T: Float> Workspace<T> {
             sparse: SparseInput::default(),
             hidden_sparse: (1..n).map(|_| SparseInput::for_hidden_layer()).collect(),
             row_loss: vec![0.0; max_batch],
+            first_input_prepared: false,
+            gathered: Vec::new(),
             input_path: InputPath::Auto,
         }
     }

@@ -6,8 +6,8 @@
 use faer::Par;
 use mnist_core::{
     Activation, Architecture, BiasInit, Gradients, InputPath, LayerInit, Loss, Network, Optimizer,
-    OptimizerConfig, OutputHead, TrainOptions, WeightInit, apply_max_norm, compute_gradients,
-    evaluate, train_step,
+    OptimizerConfig, OutputHead, SparseRows, TrainOptions, WeightInit, apply_max_norm,
+    compute_gradients, evaluate, train_step, train_step_rows,
 };
 use mnist_dataset::{DataSources, Mnist, Normalization, Preprocessing};
 use rand::SeedableRng;
@@ -546,4 +546,181 @@ fn dropout_takes_hidden_layers_sparse_and_matches_dense() {
     let mut ws = net.workspace(300);
     net.forward(&mut ws, &x, 300, Par::Seq).unwrap();
     assert!(ws.layer_input_was_sparse(0) && !ws.layer_input_was_sparse(1));
+}
+
+/// Shuffled batches assembled from the set compressed once (`train_step_rows`) train exactly
+/// as gathered batches compressed at every step (`train_step`): same losses and parameters,
+/// bit for bit, for `x/255` and standardized inputs, on one and two threads, with dropout and
+/// Adam; a partial last batch, a batch under 8 rows and a forced-dense workspace (both
+/// gathered by `train_step_rows`) too.
+#[test]
+fn batches_of_compressed_rows_train_as_gathered_batches() {
+    let m = mnist();
+    let rows_n = 1200usize;
+    for (name, prep) in preps(&m) {
+        let (set, labels) = batch(&m, &prep, 0, rows_n);
+        let rows = SparseRows::new(&set, 784, Par::Seq).unwrap();
+        assert!(
+            rows.suits_sparse_path(),
+            "{name}: density {}",
+            rows.density()
+        );
+        let mut shuffle = ChaCha8Rng::seed_from_u64(4);
+        let mut order: Vec<usize> = (0..rows_n).collect();
+        rand::seq::SliceRandom::shuffle(&mut order[..], &mut shuffle);
+        // Full batches, a partial one, one under MIN_BATCH rows.
+        let batches: Vec<&[usize]> = vec![
+            &order[..256],
+            &order[256..512],
+            &order[512..700],
+            &order[700..705],
+        ];
+        let opts = TrainOptions {
+            keep_prob: vec![0.4, 0.5],
+            ..TrainOptions::new(Loss::CrossEntropy)
+        };
+        for (path, par) in [
+            (InputPath::Auto, Par::Seq),
+            (InputPath::Auto, Par::rayon(2)),
+            (InputPath::Dense, Par::Seq),
+        ] {
+            let train = |use_rows: bool| {
+                let mut net = nets().remove(2);
+                let mut ws = net.workspace(256);
+                ws.set_input_path(path);
+                let mut grads = Gradients::new(net.architecture());
+                let mut opt = Optimizer::new(OptimizerConfig::adam(), &net).unwrap();
+                let mut rng = ChaCha8Rng::seed_from_u64(9);
+                let mut losses = Vec::new();
+                for ix in &batches {
+                    let y: Vec<u8> = ix.iter().map(|&i| labels[i]).collect();
+                    let loss = if use_rows {
+                        train_step_rows(
+                            &mut net, &mut ws, &mut grads, &mut opt, &rows, &set, ix, &y, &opts,
+                            1e-3, &mut rng, par,
+                        )
+                    } else {
+                        let x: Vec<f32> = ix
+                            .iter()
+                            .flat_map(|&i| set[i * 784..(i + 1) * 784].iter().copied())
+                            .collect();
+                        train_step(
+                            &mut net,
+                            &mut ws,
+                            &mut grads,
+                            &mut opt,
+                            &x,
+                            &y,
+                            ix.len(),
+                            &opts,
+                            1e-3,
+                            &mut rng,
+                            par,
+                        )
+                    };
+                    losses.push(loss.unwrap().to_bits());
+                    if use_rows && ix.len() >= 8 {
+                        assert_eq!(
+                            ws.layer_input_was_sparse(0),
+                            path == InputPath::Auto,
+                            "{name} {path:?}"
+                        );
+                    }
+                }
+                let params: Vec<u32> = net
+                    .layers()
+                    .iter()
+                    .flat_map(|l| l.weight_slice().iter().chain(l.bias()).map(|v| v.to_bits()))
+                    .collect();
+                (losses, params)
+            };
+            let (gathered, from_rows) = (train(false), train(true));
+            assert_eq!(gathered.0, from_rows.0, "{name} {path:?} {par:?}: losses");
+            assert!(
+                gathered.1 == from_rows.1,
+                "{name} {path:?} {par:?}: parameters"
+            );
+        }
+    }
+}
+
+/// `train_step_rows` refuses rows that do not fit the network or each other, and an index
+/// past the last row, naming what is wrong, and leaves the network untouched.
+#[test]
+fn train_step_rows_names_bad_rows() {
+    let m = mnist();
+    let (set, labels) = batch(&m, &Preprocessing::SCALE, 0, 64);
+    let rows = SparseRows::new(&set, 784, Par::Seq).unwrap();
+    let mut net = nets().remove(0);
+    let before = net.clone();
+    let mut ws = net.workspace(64);
+    let mut grads = Gradients::new(net.architecture());
+    let mut opt = Optimizer::new(OptimizerConfig::Sgd, &net).unwrap();
+    let opts = TrainOptions::new(Loss::CrossEntropy);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let y = &labels[..16];
+    let ix: Vec<usize> = (0..15).chain([64]).collect();
+    let err = train_step_rows(
+        &mut net,
+        &mut ws,
+        &mut grads,
+        &mut opt,
+        &rows,
+        &set,
+        &ix,
+        y,
+        &opts,
+        0.1,
+        &mut rng,
+        Par::Seq,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("index 64 (position 15) is past the set's 64 rows"),
+        "{err}"
+    );
+    let ix: Vec<usize> = (0..16).collect();
+    let err = train_step_rows(
+        &mut net,
+        &mut ws,
+        &mut grads,
+        &mut opt,
+        &rows,
+        &set[..784 * 63],
+        &ix,
+        y,
+        &opts,
+        0.1,
+        &mut rng,
+        Par::Seq,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("the dense rows hold"), "{err}");
+    let narrow = SparseRows::new(&set[..64 * 392], 392, Par::Seq).unwrap();
+    let err = train_step_rows(
+        &mut net,
+        &mut ws,
+        &mut grads,
+        &mut opt,
+        &narrow,
+        &set,
+        &ix,
+        y,
+        &opts,
+        0.1,
+        &mut rng,
+        Par::Seq,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("392 inputs, the network takes 784"), "{err}");
+    assert!(SparseRows::new(&set[..100], 784, Par::Seq).is_err());
+    let same = net
+        .layers()
+        .iter()
+        .zip(before.layers())
+        .all(|(a, b)| a.weight_slice() == b.weight_slice() && a.bias() == b.bias());
+    assert!(same, "a refused batch changes nothing");
 }

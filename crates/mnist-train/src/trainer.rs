@@ -10,7 +10,10 @@ use std::time::Instant;
 use mnist_core::dropout::apply_mask;
 use mnist_core::faer::Par;
 use mnist_core::rand_chacha::ChaCha8Rng;
-use mnist_core::{Gradients, Network, Optimizer, RngState, Workspace, evaluate, train_step};
+use mnist_core::{
+    Gradients, Network, Optimizer, RngState, SparseRows, Workspace, evaluate, train_step,
+    train_step_rows,
+};
 use mnist_dataset::Dataset;
 use mnist_dataset::augment::Augmenter;
 use rand::SeedableRng;
@@ -303,6 +306,20 @@ fn run_in_pool(
     eval_ws.set_input_fixed(true);
     let train_eval_in_training_ws =
         training_inputs_fixed && batch_size == config.evaluation.batch_size;
+    // Shuffled batches with nothing applied to them are rows of the training set: the set is
+    // compressed once for the sparse first layer and each batch assembled from its rows (no
+    // dense gather, no compression per step), when the set is sparse enough for it to pay.
+    let training_rows =
+        if config.training.shuffle == Shuffle::EachEpoch && augmenter.is_none() && !input_dropout {
+            Some(SparseRows::new(
+                data.train.features(),
+                data.train.dim(),
+                par,
+            )?)
+            .filter(SparseRows::suits_sparse_path)
+        } else {
+            None
+        };
     let wants = |s: SplitName| config.evaluation.every_epoch.contains(&s);
     let show_bar = !opts.quiet && std::io::stderr().is_terminal();
     let mut stopped_early = false;
@@ -322,7 +339,19 @@ fn run_in_pool(
         for b in state.next_batch..batches_per_epoch {
             let start = b * batch_size;
             let len = batch_size.min(n - start);
+            lr = config.training.schedule.lr_at(
+                config.training.learning_rate,
+                epoch as u64,
+                state.global_step,
+            );
+            let batch_rows = &order[start..start + len];
             let (x, y) = match (config.training.shuffle, augmenter.as_mut()) {
+                _ if training_rows.is_some() => {
+                    y_buf.clear();
+                    let labels = data.train.labels();
+                    y_buf.extend(batch_rows.iter().filter_map(|&i| labels.get(i)));
+                    (&[][..], &y_buf[..])
+                }
                 (Shuffle::Fixed, None) if !input_dropout => {
                     let view = data.train.batch(start, len);
                     (view.features, view.labels)
@@ -352,26 +381,37 @@ fn run_in_pool(
                     (&x_buf[..], &y_buf[..])
                 }
             };
-            lr = config.training.schedule.lr_at(
-                config.training.learning_rate,
-                epoch as u64,
-                state.global_step,
-            );
             // Gradients and update (fused for single examples under plain SGD); a
             // non-finite loss leaves the parameters as they were.
-            let loss = train_step(
-                &mut net,
-                &mut ws,
-                &mut grads,
-                &mut optimizer,
-                x,
-                y,
-                len,
-                &train_options,
-                lr,
-                &mut dropout_rng,
-                par,
-            )?;
+            let loss = match &training_rows {
+                Some(rows) => train_step_rows(
+                    &mut net,
+                    &mut ws,
+                    &mut grads,
+                    &mut optimizer,
+                    rows,
+                    data.train.features(),
+                    batch_rows,
+                    y,
+                    &train_options,
+                    lr,
+                    &mut dropout_rng,
+                    par,
+                )?,
+                None => train_step(
+                    &mut net,
+                    &mut ws,
+                    &mut grads,
+                    &mut optimizer,
+                    x,
+                    y,
+                    len,
+                    &train_options,
+                    lr,
+                    &mut dropout_rng,
+                    par,
+                )?,
+            };
             if !loss.is_finite() {
                 return Err(TrainError::Diverged {
                     epoch: epoch + 1,
