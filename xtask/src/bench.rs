@@ -303,8 +303,7 @@ fn train_epoch(
     // As the trainer does: shuffled batches come from the training set compressed once (built
     // before the timed epochs, as once per run), unless the dense path is forced.
     let rows = if cfg.training.shuffle == Shuffle::EachEpoch && path != InputPath::Dense {
-        Some(SparseRows::new(train.features(), train.dim(), par)?)
-            .filter(SparseRows::suits_sparse_path)
+        SparseRows::for_batches(train.features(), train.dim(), bs, par)?
     } else {
         None
     };

@@ -82,8 +82,9 @@ pub enum CoreError {
         /// Actual length.
         got: usize,
     },
-    /// Rows of a set given to `train_step_rows` that do not match the network or each other,
-    /// or an index past the set's last row.
+    /// A set of rows that cannot be compressed (`SparseRows`), or rows given to
+    /// `train_step_rows` that do not match the network or each other, or an index past the
+    /// set's last row.
     #[error("batch of set rows: {0}")]
     BadRows(String),
     /// The label slice does not hold one label per example.

@@ -23,6 +23,8 @@
 //!   layer's first sparse batch sizes its compressed-input and panel buffers (for the largest
 //!   batch). Inputs declared fixed
 //!   ([`Workspace::set_input_fixed`]) add one kept compression per slice on its first pass.
+//!   [`train_step_rows`] allocates its gather buffer (for the largest batch) the first time a
+//!   batch goes dense.
 //!
 //! ## Reproducibility
 //!

@@ -164,11 +164,11 @@ impl<T> Compressed<T> {
 ///
 /// The background value `c` is chosen for the whole set as a batch chooses it: 0, or the
 /// first value (the top-left pixel of a standardized image) when fewer values differ from
-/// it. Each row holds its non-background columns and `x - c`. When every batch's first value
-/// is the set's first value (MNIST's corner pixel is always blank), a batch assembled from
-/// these rows is the batch [`crate::train_step`] would compress from the gathered rows, bit
-/// for bit. In `f32` it takes 8 bytes per non-background value (about 72 MB for the 60,000
-/// MNIST training images).
+/// it. Each row holds its non-background columns and `x - c`. Under [`InputPath::Auto`] a
+/// batch assembled from these rows is the batch [`crate::train_step`] would compress from the
+/// gathered rows, bit for bit (`train_step_rows` gathers the rare batch whose own background
+/// would differ). In `f32` it takes 8 bytes per non-background value (about 72 MB for the
+/// 60,000 MNIST training images).
 #[derive(Debug, Clone)]
 pub struct SparseRows<T> {
     inputs: usize,
@@ -184,16 +184,58 @@ impl<T: Float> SparseRows<T> {
     /// threads of `par`.
     ///
     /// # Errors
-    /// [`CoreError::InputLength`] when `inputs` is 0 or beyond `u32`, or `x` is not whole rows.
+    /// [`CoreError::BadRows`] when `inputs` is 0 or beyond `u32`, or `x` is not whole rows.
     pub fn new(x: &[T], inputs: usize, par: Par) -> Result<Self, CoreError> {
-        let rows = x.len().checked_div(inputs).unwrap_or(0);
-        if inputs == 0 || u32::try_from(inputs).is_err() || rows * inputs != x.len() {
-            return Err(CoreError::InputLength {
-                batch: rows,
-                inputs,
-                expected: rows * inputs,
-                got: x.len(),
-            });
+        Self::build(x, inputs, None, par).map(|set| set.unwrap_or_else(Self::empty))
+    }
+
+    /// [`Self::new`] when it pays for training in batches of `batch` rows: `None` (before
+    /// allocating the compressed entries) when such batches never take the set's rows (under
+    /// 8 rows) or the set is too dense for the sparse path ([`Self::suits_sparse_path`]).
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    pub fn for_batches(
+        x: &[T],
+        inputs: usize,
+        batch: usize,
+        par: Par,
+    ) -> Result<Option<Self>, CoreError> {
+        if batch < MIN_BATCH {
+            return Ok(None);
+        }
+        Self::build(x, inputs, Some(MAX_DENSITY), par)
+    }
+
+    /// An empty set (only returned when `build` has no density limit, so never).
+    fn empty() -> Self {
+        Self {
+            inputs: 0,
+            background: T::from_f64(0.0),
+            row_ptr: vec![0],
+            idx: Vec::new(),
+            val: Vec::new(),
+        }
+    }
+
+    /// Counts, then compresses unless the set is denser than `max_density`.
+    fn build(
+        x: &[T],
+        inputs: usize,
+        max_density: Option<f64>,
+        par: Par,
+    ) -> Result<Option<Self>, CoreError> {
+        if inputs == 0 || u32::try_from(inputs).is_err() {
+            return Err(CoreError::BadRows(format!(
+                "rows of {inputs} inputs cannot be compressed; give at least 1 and at most 2^32 - 1 inputs per row"
+            )));
+        }
+        let rows = x.len() / inputs;
+        if rows * inputs != x.len() {
+            return Err(CoreError::BadRows(format!(
+                "{} values are not whole rows of {inputs} inputs; pass the set's rows complete",
+                x.len()
+            )));
         }
         let zero = T::from_f64(0.0);
         let first = x.first().copied().unwrap_or(zero);
@@ -209,6 +251,9 @@ impl<T: Float> SparseRows<T> {
         } else {
             (zero, 0, nnz_zero)
         };
+        if max_density.is_some_and(|d| nnz as f64 > d * x.len() as f64) {
+            return Ok(None);
+        }
         let mut row_ptr = Vec::with_capacity(rows + 1);
         row_ptr.push(0);
         let mut k = 0usize;
@@ -218,13 +263,13 @@ impl<T: Float> SparseRows<T> {
         }
         let (mut idx, mut val) = (vec![0u32; nnz], vec![zero; nnz]);
         compress_rows(x, inputs, background, &row_ptr, &mut idx, &mut val, par);
-        Ok(Self {
+        Ok(Some(Self {
             inputs,
             background,
             row_ptr,
             idx,
             val,
-        })
+        }))
     }
 
     /// Number of rows.
@@ -345,6 +390,10 @@ pub(crate) struct SparseInput<T> {
     init_for: Option<(u64, T)>,
     /// Set for a hidden layer's input: [`MAX_HIDDEN_DENSITY`] instead of [`MAX_DENSITY`].
     hidden: bool,
+    /// Set by `train_step_rows` before it passes its own gather buffer: the next input is
+    /// compressed without being kept or looked up, even when `fixed` (the buffer's address
+    /// stays while its contents change).
+    pub(crate) next_input_transient: bool,
 }
 
 impl<T: Float> SparseInput<T> {
@@ -385,7 +434,8 @@ impl<T: Float> SparseInput<T> {
         par: Par,
     ) {
         let key = (x.as_ptr() as usize, x.len(), batch, policy);
-        if self.fixed {
+        let fixed = self.fixed && !std::mem::take(&mut self.next_input_transient);
+        if fixed {
             // A fixed input seen before: its path and compression are still valid.
             if let Some(kept) = self.cache.get(&key) {
                 self.background = kept.background;
@@ -402,7 +452,7 @@ impl<T: Float> SparseInput<T> {
         self.built_for = None;
         self.compress(x, batch, inputs, max_batch, policy, par);
         self.background = self.scratch.background;
-        if !self.fixed {
+        if !fixed {
             return;
         }
         let bytes = self.scratch.kept_bytes(inputs);

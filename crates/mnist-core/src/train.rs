@@ -354,8 +354,7 @@ fn gradients_of_checked<T: Float>(
 }
 
 /// One optimisation step: [`compute_gradients`] then [`Optimizer::step`] with learning rate
-/// `lr`. Returns the batch loss (data + L2). Does not allocate once warm (the first step with
-/// dropout sizes the mask buffer).
+/// `lr`. Returns the batch loss (data + L2). Does not allocate once warm.
 ///
 /// A non-finite loss leaves the parameters (and the optimizer's step count) untouched, so the
 /// caller can stop with the last finite model.
@@ -408,15 +407,20 @@ pub fn train_step<T: Float>(
 
 /// [`train_step`] on rows `indices` of a set, with labels `labels` (one per index): the
 /// first layer's sparse input is assembled from `rows` (the set compressed once,
-/// [`SparseRows::new`]) instead of gathering the dense rows and compressing them, the
-/// difference being only speed (bit for bit the same when every batch's first value is the
-/// set's, as on MNIST). A batch that goes dense (forced by [`Workspace::set_input_path`],
-/// under 8 rows, or too dense) is gathered from `dense` (the same set, row-major) into a
-/// buffer of the workspace and takes [`train_step`].
+/// [`SparseRows::new`]) instead of gathering the dense rows and compressing them. Under
+/// [`crate::InputPath::Auto`] the results are those of [`train_step`] on the gathered rows, bit for
+/// bit; under a forced [`crate::InputPath::Sparse`] they may differ by float rounding when a batch
+/// would have chosen another background value than the set's.
+///
+/// A batch that goes dense (forced by [`Workspace::set_input_path`], under 8 rows, too
+/// dense, or whose own background value would differ from the set's) is gathered from
+/// `dense` (the same set, row-major) into a buffer of the workspace (allocated for
+/// `max_batch` rows the first time) and takes [`train_step`]; that buffer is never kept
+/// compressed, even in a workspace with fixed inputs.
 ///
 /// # Errors
-/// As [`train_step`]; [`CoreError::InputLength`] when `rows` or `dense` do not hold rows of
-/// the network's inputs, or an index is past the last row.
+/// As [`train_step`]; [`CoreError::BadRows`] when `rows` or `dense` do not hold rows of the
+/// network's inputs, or an index is past the last row.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step_rows<T: Float>(
     net: &mut Network<T>,
@@ -453,8 +457,18 @@ pub fn train_step_rows<T: Float>(
     }
     net.check_batch_size(ws, batch)?;
     let first_active = check_step_inputs(net, grads, labels, batch, opts)?;
-    // Batches of one keep the fused SGD path, which reads the dense row.
+    // Batches of one keep the fused SGD path, which reads the dense row. A batch whose first
+    // value differs from a non-zero background of the set could choose another background
+    // when gathered (0 or that value), so it is gathered.
+    let zero = T::from_f64(0.0);
+    let background = rows.background();
+    let first_value = indices
+        .first()
+        .and_then(|&i| dense.get(i * inputs))
+        .copied();
+    let same_background = background == zero || first_value == Some(background);
     let sparse = batch >= MIN_BATCH
+        && same_background
         && ws.sparse.prepare_rows(
             rows,
             indices,
@@ -465,12 +479,17 @@ pub fn train_step_rows<T: Float>(
     if !sparse {
         let mut x = std::mem::take(&mut ws.gathered);
         x.clear();
+        x.reserve(ws.max_batch() * inputs);
         for &i in indices {
             x.extend_from_slice(&dense[i * inputs..(i + 1) * inputs]);
         }
+        // The buffer keeps its address while its rows change: never look it up among kept
+        // inputs.
+        ws.sparse.next_input_transient = true;
         let loss = train_step(
             net, ws, grads, optimizer, &x, labels, batch, opts, lr, rng, par,
         );
+        ws.sparse.next_input_transient = false;
         ws.gathered = x;
         return loss;
     }

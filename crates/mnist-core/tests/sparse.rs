@@ -716,11 +716,217 @@ fn train_step_rows_names_bad_rows() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("392 inputs, the network takes 784"), "{err}");
-    assert!(SparseRows::new(&set[..100], 784, Par::Seq).is_err());
+    let err = SparseRows::new(&set[..100], 784, Par::Seq)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("100 values are not whole rows of 784 inputs"),
+        "{err}"
+    );
+    let err = SparseRows::new(&set, 0, Par::Seq).unwrap_err().to_string();
+    assert!(
+        err.contains("rows of 0 inputs cannot be compressed"),
+        "{err}"
+    );
+    // Built for training only where it pays: batches of 8 rows or more, a sparse set.
+    assert!(
+        SparseRows::for_batches(&set, 784, 5, Par::Seq)
+            .unwrap()
+            .is_none()
+    );
+    let built = SparseRows::for_batches(&set, 784, 8, Par::Seq)
+        .unwrap()
+        .unwrap();
+    assert_eq!(built.rows(), 64);
+    let dense: Vec<f32> = (0..64 * 784).map(|i| (i % 7 + 1) as f32).collect();
+    assert!(
+        SparseRows::for_batches(&dense, 784, 64, Par::Seq)
+            .unwrap()
+            .is_none()
+    );
     let same = net
         .layers()
         .iter()
         .zip(before.layers())
         .all(|(a, b)| a.weight_slice() == b.weight_slice() && a.bias() == b.bias());
     assert!(same, "a refused batch changes nothing");
+}
+
+fn gather(set: &[f32], ix: &[usize]) -> Vec<f32> {
+    ix.iter()
+        .flat_map(|&i| set[i * 784..(i + 1) * 784].iter().copied())
+        .collect()
+}
+
+/// Trains `batches` with `train_step_rows` (or on the gathered rows with `train_step`);
+/// returns the losses' and the parameters' bits.
+#[allow(clippy::too_many_arguments)]
+fn train_batches(
+    use_rows: bool,
+    set: &[f32],
+    labels: &[u8],
+    batches: &[&[usize]],
+    config: OptimizerConfig,
+    opts: &TrainOptions,
+    path: InputPath,
+    fixed: bool,
+    par: Par,
+) -> (Vec<u64>, Vec<u32>) {
+    let rows = SparseRows::new(set, 784, Par::Seq).unwrap();
+    let mut net = nets().remove(2);
+    let mut ws = net.workspace(64);
+    ws.set_input_path(path);
+    ws.set_input_fixed(fixed);
+    let mut grads = Gradients::new(net.architecture());
+    let mut opt = Optimizer::new(config, &net).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut losses = Vec::new();
+    for ix in batches {
+        let y: Vec<u8> = ix.iter().map(|&i| labels[i]).collect();
+        let loss = if use_rows {
+            train_step_rows(
+                &mut net, &mut ws, &mut grads, &mut opt, &rows, set, ix, &y, opts, 1e-2, &mut rng,
+                par,
+            )
+        } else {
+            let x = gather(set, ix);
+            train_step(
+                &mut net,
+                &mut ws,
+                &mut grads,
+                &mut opt,
+                &x,
+                &y,
+                ix.len(),
+                opts,
+                1e-2,
+                &mut rng,
+                par,
+            )
+        };
+        losses.push(loss.unwrap().to_bits());
+        apply_max_norm(&mut net, 2.0, &opts.frozen, par);
+    }
+    let params = net
+        .layers()
+        .iter()
+        .flat_map(|l| l.weight_slice().iter().chain(l.bias()).map(|v| v.to_bits()))
+        .collect();
+    (losses, params)
+}
+
+/// `train_step_rows` against `train_step` on the gathered rows in the other training modes:
+/// L2 with dropout, frozen first or upper layers, SGD on single examples (the fused path),
+/// batches under 8 rows, forced sparse, max-norm after each step, 1 and 2 threads.
+#[test]
+fn compressed_row_batches_match_gathered_ones_in_every_training_mode() {
+    let m = mnist();
+    for (name, prep) in preps(&m) {
+        let (set, labels) = batch(&m, &prep, 0, 400);
+        let mut order: Vec<usize> = (0..400).collect();
+        rand::seq::SliceRandom::shuffle(&mut order[..], &mut ChaCha8Rng::seed_from_u64(3));
+        let batches: Vec<&[usize]> = vec![
+            &order[..1],
+            &order[1..9],
+            &order[9..73],
+            &order[73..74],
+            &order[74..81],
+            &order[81..145],
+        ];
+        let plain = TrainOptions::new(Loss::CrossEntropy);
+        let l2_dropout = TrainOptions {
+            l2: 1e-3,
+            keep_prob: vec![0.5, 0.7],
+            ..plain.clone()
+        };
+        let frozen_first = TrainOptions {
+            frozen: vec![true, false, false],
+            ..plain.clone()
+        };
+        let frozen_upper = TrainOptions {
+            frozen: vec![false, true, true],
+            ..plain.clone()
+        };
+        for (config, opts, path) in [
+            (OptimizerConfig::Sgd, &l2_dropout, InputPath::Auto),
+            (OptimizerConfig::Sgd, &frozen_first, InputPath::Auto),
+            (OptimizerConfig::Sgd, &frozen_first, InputPath::Sparse),
+            (OptimizerConfig::adam(), &l2_dropout, InputPath::Sparse),
+            (OptimizerConfig::Sgd, &frozen_upper, InputPath::Sparse),
+        ] {
+            for par in [Par::Seq, Par::rayon(2)] {
+                let run = |rows| {
+                    train_batches(
+                        rows, &set, &labels, &batches, config, opts, path, false, par,
+                    )
+                };
+                let (gathered, from_rows) = (run(false), run(true));
+                let what = format!("{name} {config:?} {path:?} {par:?}");
+                assert_eq!(gathered.0, from_rows.0, "{what}: losses");
+                assert!(gathered.1 == from_rows.1, "{what}: parameters");
+            }
+        }
+    }
+}
+
+/// Batches that go dense are gathered into one buffer of the workspace, whose address stays
+/// while its rows change: a workspace with fixed inputs must not take the second such batch
+/// for the first (it did, before the buffer was marked transient).
+#[test]
+fn a_fixed_workspace_never_keeps_the_gathered_batch() {
+    let m = mnist();
+    let (set, labels) = batch(&m, &Preprocessing::SCALE, 0, 200);
+    let batches: Vec<Vec<usize>> = (0..4).map(|b| (b * 5..b * 5 + 5).collect()).collect();
+    let batches: Vec<&[usize]> = batches.iter().map(Vec::as_slice).collect();
+    let opts = TrainOptions::new(Loss::CrossEntropy);
+    let adam = OptimizerConfig::adam();
+    let run = |rows, fixed| {
+        train_batches(
+            rows,
+            &set,
+            &labels,
+            &batches,
+            adam,
+            &opts,
+            InputPath::Sparse,
+            fixed,
+            Par::Seq,
+        )
+    };
+    let reference = run(false, false);
+    assert_eq!(run(true, false), reference);
+    assert_eq!(run(true, true), reference);
+}
+
+/// With a non-zero background (standardized inputs), a batch whose first value is ink would
+/// choose another background when gathered than the set's: `train_step_rows` gathers it, so
+/// the results stay those of the gathered rows, bit for bit.
+#[test]
+fn a_batch_with_its_own_background_is_gathered() {
+    let m = mnist();
+    let (_, prep) = preps(&m).remove(1);
+    let (mut set, labels) = batch(&m, &prep, 0, 300);
+    let background = set[0];
+    assert_ne!(background, 0.0);
+    // Row 7 starts with ink: a batch led by it sees 0 and that value as candidates.
+    set[7 * 784] = set.iter().copied().fold(f32::MIN, f32::max);
+    let rows = SparseRows::new(&set, 784, Par::Seq).unwrap();
+    assert_eq!(rows.background(), background);
+    let led_by_ink: Vec<usize> = std::iter::once(7).chain(100..163).collect();
+    let batches: Vec<&[usize]> = vec![&led_by_ink, &led_by_ink];
+    let opts = TrainOptions::new(Loss::CrossEntropy);
+    let run = |rows| {
+        train_batches(
+            rows,
+            &set,
+            &labels,
+            &batches,
+            OptimizerConfig::Sgd,
+            &opts,
+            InputPath::Auto,
+            false,
+            Par::Seq,
+        )
+    };
+    assert_eq!(run(true), run(false));
 }

@@ -308,15 +308,10 @@ fn run_in_pool(
         training_inputs_fixed && batch_size == config.evaluation.batch_size;
     // Shuffled batches with nothing applied to them are rows of the training set: the set is
     // compressed once for the sparse first layer and each batch assembled from its rows (no
-    // dense gather, no compression per step), when the set is sparse enough for it to pay.
+    // dense gather, no compression per step), when the batches and the set's density let it pay.
     let training_rows =
         if config.training.shuffle == Shuffle::EachEpoch && augmenter.is_none() && !input_dropout {
-            Some(SparseRows::new(
-                data.train.features(),
-                data.train.dim(),
-                par,
-            )?)
-            .filter(SparseRows::suits_sparse_path)
+            SparseRows::for_batches(data.train.features(), data.train.dim(), batch_size, par)?
         } else {
             None
         };

@@ -370,3 +370,48 @@ fn augmented_training_still_learns() {
     let saved = ExperimentConfig::load(&dir.path().join(files::CONFIG)).unwrap();
     assert_eq!(saved.data.augmentation, config.data.augmentation);
 }
+
+/// A shuffled run without augmentation or input dropout trains on batches assembled from the
+/// training set compressed once (`SparseRows`); stopped after an epoch, resumed, interrupted
+/// mid-epoch and resumed again, it ends with the parameters of the run done in one go, bit
+/// for bit: with full batches and with a partial last batch, under max-norm.
+#[test]
+fn resuming_a_run_of_compressed_row_batches_is_exact() {
+    for batch in [128usize, 100] {
+        let mut config = short("adam_dropout.json", 2048, 3);
+        config.training.batch_size = BatchSize::Examples(batch);
+        config.training.max_norm = Some(3.0);
+        let data = mnist_train::prepare_from(&config, mnist()).unwrap();
+        let whole = tempfile::tempdir().unwrap();
+        mnist_train::run(&config, &data, &RunOptions::new(whole.path())).unwrap();
+        let parts = tempfile::tempdir().unwrap();
+        let mut first = config.clone();
+        first.training.epochs = 1;
+        mnist_train::run(&first, &data, &RunOptions::new(parts.path())).unwrap();
+        let interrupted = mnist_train::run(
+            &config,
+            &data,
+            &RunOptions {
+                resume: Some(parts.path().join(files::CHECKPOINT)),
+                interrupt: Some(Arc::new(AtomicBool::new(true))),
+                ..RunOptions::new(parts.path())
+            },
+        )
+        .unwrap();
+        assert!(matches!(interrupted, RunOutcome::Interrupted { .. }));
+        let resumed = mnist_train::run(
+            &config,
+            &data,
+            &RunOptions {
+                resume: Some(parts.path().join(files::CHECKPOINT)),
+                ..RunOptions::new(parts.path())
+            },
+        )
+        .unwrap();
+        assert!(matches!(resumed, RunOutcome::Finished(_)));
+        assert!(
+            params(whole.path()).bit_identical(&params(parts.path())),
+            "batch {batch}"
+        );
+    }
+}
