@@ -1066,6 +1066,179 @@ mod avx512 {
     use core::arch::x86_64::{__m512, __m512i};
     use pulp::x86::V4;
 
+    use super::PANEL;
+
+    /// The 16 values at the start of `s` as a vector (zeros if `s` is shorter).
+    #[inline(always)]
+    fn load16(s: &[f32]) -> __m512 {
+        let a: [f32; LANES] = s
+            .get(..LANES)
+            .and_then(|s| s.try_into().ok())
+            .unwrap_or([0.0; LANES]);
+        pulp::cast(a)
+    }
+
+    /// Writes `v` over the first 16 values of `s` (if it has them).
+    #[inline(always)]
+    fn store16(s: &mut [f32], v: __m512) {
+        if let Some(d) = s.get_mut(..LANES) {
+            d.copy_from_slice(&pulp::cast::<__m512, [f32; LANES]>(v));
+        }
+    }
+
+    /// 16 vectors of 16 values (rows) into 16 vectors (columns) in registers: pairs of rows
+    /// interleaved, then pairs of pairs, then 128-bit lanes shuffled twice (64 shuffles).
+    #[inline(always)]
+    fn transpose16(simd: V4, r: [__m512; LANES]) -> [__m512; LANES] {
+        let f = simd.avx512f;
+        // t[2i], t[2i + 1]: rows 2i and 2i + 1 interleaved (low and high halves of each lane).
+        let t: [__m512; LANES] = core::array::from_fn(|i| {
+            let (a, b) = (r[i & !1], r[i | 1]);
+            if i % 2 == 0 {
+                f._mm512_unpacklo_ps(a, b)
+            } else {
+                f._mm512_unpackhi_ps(a, b)
+            }
+        });
+        // u[4g + c]: in lane L, column 4L + c of rows 4g..4g + 4.
+        let u: [__m512; LANES] = core::array::from_fn(|i| {
+            let (g, c) = (i / 4, i % 4);
+            let (a, b) = (
+                f._mm512_castps_pd(t[4 * g + c / 2]),
+                f._mm512_castps_pd(t[4 * g + c / 2 + 2]),
+            );
+            f._mm512_castpd_ps(if c % 2 == 0 {
+                f._mm512_unpacklo_pd(a, b)
+            } else {
+                f._mm512_unpackhi_pd(a, b)
+            })
+        });
+        // v[c], v[4 + c]: lanes 0, 2 (resp. 1, 3) of rows 0-3 and 4-7; v[8 + ..] rows 8-15.
+        let v: [__m512; LANES] = core::array::from_fn(|i| {
+            let (hi, odd, c) = (i / 8, (i / 4) % 2, i % 4);
+            let (a, b) = (u[8 * hi + c], u[8 * hi + 4 + c]);
+            if odd == 0 {
+                f._mm512_shuffle_f32x4::<0x88>(a, b)
+            } else {
+                f._mm512_shuffle_f32x4::<0xdd>(a, b)
+            }
+        });
+        // Column 4q + c: lane q of each group of rows.
+        core::array::from_fn(|i| {
+            let (q, c) = (i / 4, i % 4);
+            let (a, b) = (v[4 * (q % 2) + c], v[8 + 4 * (q % 2) + c]);
+            if q < 2 {
+                f._mm512_shuffle_f32x4::<0x88>(a, b)
+            } else {
+                f._mm512_shuffle_f32x4::<0xdd>(a, b)
+            }
+        })
+    }
+
+    /// [`super::TransposeCall`] for `f32`: each block of 16 inputs x 16 outputs of a panel is
+    /// one [`transpose16`] (about four times fewer shuffles than the generic 8-wide tiles).
+    /// Panels whose used width, or inputs whose count, is not a multiple of 16 take the
+    /// generic code.
+    pub(super) struct TransposeF32<'a> {
+        pub(super) simd: V4,
+        pub(super) weight: &'a [f32],
+        pub(super) inputs: usize,
+        pub(super) outputs: usize,
+        pub(super) first: usize,
+        pub(super) wt: &'a mut [f32],
+    }
+
+    impl pulp::NullaryFnOnce for TransposeF32<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn call(self) {
+            let Self {
+                simd,
+                weight,
+                inputs,
+                outputs,
+                first,
+                wt,
+            } = self;
+            for (p, panel) in (first..).zip(wt.chunks_exact_mut(inputs * PANEL)) {
+                let o0 = p * PANEL;
+                let used = outputs.min(o0 + PANEL).saturating_sub(o0);
+                let rows = weight.get(o0 * inputs..(o0 + used) * inputs).unwrap_or(&[]);
+                if !used.is_multiple_of(LANES) || !inputs.is_multiple_of(LANES) {
+                    super::rows_into_panel(rows, inputs, panel);
+                    continue;
+                }
+                for (h, half) in rows.chunks_exact(LANES * inputs).enumerate() {
+                    for i0 in (0..inputs).step_by(LANES) {
+                        let r = core::array::from_fn(|j| {
+                            load16(half.get(j * inputs + i0..).unwrap_or(&[]))
+                        });
+                        for (k, col) in transpose16(simd, r).into_iter().enumerate() {
+                            let at = (i0 + k) * PANEL + h * LANES;
+                            store16(panel.get_mut(at..).unwrap_or(&mut []), col);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`super::panel_into_rows`] for `f32` (`cells` flattened): blocks of 16 cells x 16
+    /// outputs, one [`transpose16`] each. Returns false (writing nothing) when the used
+    /// outputs or the inputs are not a multiple of 16, for the generic code to do it.
+    #[inline(always)]
+    pub(super) fn panel_into_rows(
+        simd: V4,
+        cells: &[f32],
+        rows: &mut [f32],
+        inputs: usize,
+    ) -> bool {
+        let used = rows.len() / inputs.max(1);
+        if !used.is_multiple_of(LANES)
+            || !inputs.is_multiple_of(LANES)
+            || cells.len() < inputs * PANEL
+        {
+            return false;
+        }
+        simd.vectorize(PanelIntoRowsF32 {
+            simd,
+            cells,
+            rows,
+            inputs,
+        });
+        true
+    }
+
+    struct PanelIntoRowsF32<'a> {
+        simd: V4,
+        cells: &'a [f32],
+        rows: &'a mut [f32],
+        inputs: usize,
+    }
+
+    impl pulp::NullaryFnOnce for PanelIntoRowsF32<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn call(self) {
+            let Self {
+                simd,
+                cells,
+                rows,
+                inputs,
+            } = self;
+            for (h, half) in rows.chunks_exact_mut(LANES * inputs).enumerate() {
+                for i0 in (0..inputs).step_by(LANES) {
+                    let r = core::array::from_fn(|k| {
+                        load16(cells.get((i0 + k) * PANEL + h * LANES..).unwrap_or(&[]))
+                    });
+                    for (j, row) in transpose16(simd, r).into_iter().enumerate() {
+                        store16(half.get_mut(j * inputs + i0..).unwrap_or(&mut []), row);
+                    }
+                }
+            }
+        }
+    }
+
     /// Values per staging segment: a row's compressed entries are written as whole vectors into
     /// a buffer on the stack (the last vector may run past the row's count), then copied out.
     const SEGMENT: usize = 1024;
@@ -1245,6 +1418,22 @@ pub(crate) fn transpose_panels<T: Float>(
         );
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(w), Some(t), Some(simd)) = (
+        T::as_f32_slice(weight),
+        T::as_f32_slice_mut(wt),
+        pulp::x86::V4::try_new(),
+    ) {
+        simd.vectorize(avx512::TransposeF32 {
+            simd,
+            weight: w,
+            inputs,
+            outputs,
+            first,
+            wt: t,
+        });
+        return;
+    }
     pulp::Arch::new().dispatch(TransposeCall {
         weight,
         inputs,
@@ -1274,43 +1463,51 @@ impl<T: Float> pulp::WithSimd for TransposeCall<'_, T> {
             first,
             wt,
         } = self;
-        let zero = T::from_f64(0.0);
         for (p, panel) in (first..).zip(wt.chunks_exact_mut(inputs * PANEL)) {
             let o0 = p * PANEL;
             let rows = weight
                 .get(o0 * inputs..(outputs.min(o0 + PANEL)) * inputs)
                 .unwrap_or(&[]);
-            let used = rows.len() / inputs;
-            let (cells, _) = panel.as_chunks_mut::<PANEL>();
-            for (b, block) in cells.chunks_mut(8).enumerate() {
-                let i0 = b * 8;
-                if block.len() == 8 && i0 + 8 <= inputs {
-                    // Full tile: 8 values from each used row, then 8 panel rows.
-                    let mut tile = [[zero; 8]; PANEL];
-                    for (t, wrow) in tile.iter_mut().zip(rows.chunks_exact(inputs)) {
-                        if let Some(src) = wrow.get(i0..i0 + 8) {
-                            t.copy_from_slice(src);
-                        }
-                    }
-                    for (k, cell) in block.iter_mut().enumerate() {
-                        if used == PANEL {
-                            // Constant trip counts: the copy becomes shuffles.
-                            *cell = core::array::from_fn(|j| tile[j][k]);
-                        } else {
-                            for (j, slot) in cell.iter_mut().enumerate().take(used) {
-                                *slot = tile[j][k];
-                            }
-                        }
-                    }
-                    continue;
+            rows_into_panel(rows, inputs, panel);
+        }
+    }
+}
+
+/// One panel's rows (`[used outputs, inputs]`, at most [`PANEL`]) into its cells (`inputs x
+/// PANEL` values): tiles of 8 inputs x [`PANEL`] outputs, gathered from the rows into
+/// registers and written out as 8 contiguous cells.
+#[inline(always)]
+fn rows_into_panel<T: Float>(rows: &[T], inputs: usize, panel: &mut [T]) {
+    let zero = T::from_f64(0.0);
+    let used = rows.len() / inputs.max(1);
+    let (cells, _) = panel.as_chunks_mut::<PANEL>();
+    for (b, block) in cells.chunks_mut(8).enumerate() {
+        let i0 = b * 8;
+        if block.len() == 8 && i0 + 8 <= inputs {
+            // Full tile: 8 values from each used row, then 8 panel rows.
+            let mut tile = [[zero; 8]; PANEL];
+            for (t, wrow) in tile.iter_mut().zip(rows.chunks_exact(inputs)) {
+                if let Some(src) = wrow.get(i0..i0 + 8) {
+                    t.copy_from_slice(src);
                 }
-                for (j, wrow) in rows.chunks_exact(inputs).enumerate() {
-                    let src = wrow.get(i0..i0 + block.len()).unwrap_or(&[]);
-                    for (cell, &w) in block.iter_mut().zip(src) {
-                        if let Some(slot) = cell.get_mut(j) {
-                            *slot = w;
-                        }
+            }
+            for (k, cell) in block.iter_mut().enumerate() {
+                if used == PANEL {
+                    // Constant trip counts: the copy becomes shuffles.
+                    *cell = core::array::from_fn(|j| tile[j][k]);
+                } else {
+                    for (j, slot) in cell.iter_mut().enumerate().take(used) {
+                        *slot = tile[j][k];
                     }
+                }
+            }
+            continue;
+        }
+        for (j, wrow) in rows.chunks_exact(inputs).enumerate() {
+            let src = wrow.get(i0..i0 + block.len()).unwrap_or(&[]);
+            for (cell, &w) in block.iter_mut().zip(src) {
+                if let Some(slot) = cell.get_mut(j) {
+                    *slot = w;
                 }
             }
         }
@@ -1799,6 +1996,15 @@ impl<T: Float> Backward<'_, T> {
 /// whole cell).
 #[inline(always)]
 fn panel_into_rows<T: Float>(cells: &[[T; PANEL]], rows: &mut [T], inputs: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(c), Some(r), Some(simd)) = (
+        T::as_f32_slice(cells.as_flattened()),
+        T::as_f32_slice_mut(rows),
+        pulp::x86::V4::try_new(),
+    ) && avx512::panel_into_rows(simd, c, r, inputs)
+    {
+        return;
+    }
     let used = rows.len() / inputs.max(1);
     let (tiles, rest) = cells.as_chunks::<8>();
     for (t, tile) in tiles.iter().enumerate() {
@@ -1839,7 +2045,7 @@ mod tests {
     /// The tiled transposition of a gradient panel writes what one value per cell would.
     #[test]
     fn panel_into_rows_matches_the_plain_transposition() {
-        for inputs in [1usize, 7, 8, 9, 70, 784] {
+        for inputs in [1usize, 7, 8, 9, 16, 70, 400, 784] {
             for used in [1usize, 16, 31, PANEL] {
                 let cells: Vec<[f32; PANEL]> = (0..inputs)
                     .map(|i| core::array::from_fn(|j| (i * PANEL + j) as f32))
@@ -1849,6 +2055,37 @@ mod tests {
                 for (j, row) in rows.chunks_exact(inputs).enumerate() {
                     for (i, &g) in row.iter().enumerate() {
                         assert_eq!(g, cells[i][j], "{inputs} inputs, {used} rows: ({j}, {i})");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The weight's rows into panels, for shapes the AVX-512 blocks of 16 x 16 take whole, in
+    /// part (a half-used last panel) or not at all (widths or inputs not a multiple of 16):
+    /// each cell holds its input's value of each used output, the padding stays zero, on one
+    /// thread or split between two.
+    #[test]
+    fn panels_match_the_plain_transposition() {
+        for inputs in [7usize, 16, 40, 400, 784] {
+            for outputs in [5usize, 16, 32, 48, 100, 400] {
+                let weight: Vec<f32> = (0..outputs * inputs).map(|v| v as f32 + 0.5).collect();
+                let panels = outputs.div_ceil(PANEL);
+                for par in [Par::Seq, Par::rayon(2)] {
+                    let mut wt = vec![0.0f32; panels * inputs * PANEL];
+                    transpose_panels(&weight, inputs, outputs, 0, panels, &mut wt, par);
+                    for (n, &v) in wt.iter().enumerate() {
+                        let (p, i, j) = (n / (inputs * PANEL), (n / PANEL) % inputs, n % PANEL);
+                        let o = p * PANEL + j;
+                        let want = if o < outputs {
+                            weight[o * inputs + i]
+                        } else {
+                            0.0
+                        };
+                        assert_eq!(
+                            v, want,
+                            "{outputs} x {inputs}: panel {p}, input {i}, lane {j}"
+                        );
                     }
                 }
             }
