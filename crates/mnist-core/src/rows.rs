@@ -260,7 +260,7 @@ impl<T: Float> pulp::WithSimd for ColumnSums<'_, T> {
 /// pool, each hand-off parks the caller and wakes a pool thread, and back (futex calls that
 /// showed up as ~10% of a training profile); inside the pool, the threads pass work to each
 /// other directly. An idle pool thread still goes to sleep between passes and has to be woken
-/// by the next one, so each of the other threads runs [`keep_warm`] until `f` returns: it takes
+/// by the next one, so each of the other threads runs a keep-warm loop until `f` returns: it takes
 /// the passes' work as soon as it is offered. Wrap a whole training run or evaluation in it.
 /// Results are the same with or without it (only where work runs changes, not what is
 /// computed). With one thread, or if the pool cannot be built, `f` runs directly.

@@ -78,7 +78,7 @@ const CACHE_ENTRY_OVERHEAD: usize = 256;
 
 /// How the first layer treats its input (see [`crate::Workspace::set_input_path`]). Hidden
 /// layers of at least 2^14 weights follow [`InputPath::Auto`] under `Auto` and `Sparse`, with
-/// [`MAX_HIDDEN_DENSITY`]; `Dense` keeps them on the GEMM too.
+/// a threshold of 30% non-zero inputs instead of 45%; `Dense` keeps them on the GEMM too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum InputPath {
     /// Sparse when the batch is at least 8 rows and at most 45% of its values differ from the
