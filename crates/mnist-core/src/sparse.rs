@@ -186,7 +186,8 @@ impl<T: Float> SparseRows<T> {
     /// # Errors
     /// [`CoreError::BadRows`] when `inputs` is 0 or beyond `u32`, or `x` is not whole rows.
     pub fn new(x: &[T], inputs: usize, par: Par) -> Result<Self, CoreError> {
-        Self::build(x, inputs, None, par).map(|set| set.unwrap_or_else(Self::empty))
+        let (background, row_ptr) = Self::layout(x, inputs, par)?;
+        Ok(Self::compressed(x, inputs, background, row_ptr, par))
     }
 
     /// [`Self::new`] when it pays for training in batches of `batch` rows: `None` (before
@@ -204,27 +205,17 @@ impl<T: Float> SparseRows<T> {
         if batch < MIN_BATCH {
             return Ok(None);
         }
-        Self::build(x, inputs, Some(MAX_DENSITY), par)
-    }
-
-    /// An empty set (only returned when `build` has no density limit, so never).
-    fn empty() -> Self {
-        Self {
-            inputs: 0,
-            background: T::from_f64(0.0),
-            row_ptr: vec![0],
-            idx: Vec::new(),
-            val: Vec::new(),
+        let (background, row_ptr) = Self::layout(x, inputs, par)?;
+        let nnz = row_ptr.last().copied().unwrap_or(0);
+        if nnz as f64 > MAX_DENSITY * x.len() as f64 {
+            return Ok(None);
         }
+        Ok(Some(Self::compressed(x, inputs, background, row_ptr, par)))
     }
 
-    /// Counts, then compresses unless the set is denser than `max_density`.
-    fn build(
-        x: &[T],
-        inputs: usize,
-        max_density: Option<f64>,
-        par: Par,
-    ) -> Result<Option<Self>, CoreError> {
+    /// Checks the shape, counts each row's values against 0 and against the first value, and
+    /// returns the background with fewer of them and the rows' offsets against it.
+    fn layout(x: &[T], inputs: usize, par: Par) -> Result<(T, Vec<usize>), CoreError> {
         if inputs == 0 || u32::try_from(inputs).is_err() {
             return Err(CoreError::BadRows(format!(
                 "rows of {inputs} inputs cannot be compressed; give at least 1 and at most 2^32 - 1 inputs per row"
@@ -246,14 +237,11 @@ impl<T: Float> SparseRows<T> {
         let (nnz_zero, nnz_first) = counts.iter().fold((0usize, 0usize), |(a, b), c| {
             (a + c[0] as usize, b + c[1] as usize)
         });
-        let (background, which, nnz) = if nnz_first < nnz_zero {
-            (first, 1, nnz_first)
+        let (background, which) = if nnz_first < nnz_zero {
+            (first, 1)
         } else {
-            (zero, 0, nnz_zero)
+            (zero, 0)
         };
-        if max_density.is_some_and(|d| nnz as f64 > d * x.len() as f64) {
-            return Ok(None);
-        }
         let mut row_ptr = Vec::with_capacity(rows + 1);
         row_ptr.push(0);
         let mut k = 0usize;
@@ -261,15 +249,21 @@ impl<T: Float> SparseRows<T> {
             k += c[which] as usize;
             row_ptr.push(k);
         }
-        let (mut idx, mut val) = (vec![0u32; nnz], vec![zero; nnz]);
+        Ok((background, row_ptr))
+    }
+
+    /// The set's entries at the offsets [`Self::layout`] gave.
+    fn compressed(x: &[T], inputs: usize, background: T, row_ptr: Vec<usize>, par: Par) -> Self {
+        let nnz = row_ptr.last().copied().unwrap_or(0);
+        let (mut idx, mut val) = (vec![0u32; nnz], vec![T::from_f64(0.0); nnz]);
         compress_rows(x, inputs, background, &row_ptr, &mut idx, &mut val, par);
-        Ok(Some(Self {
+        Self {
             inputs,
             background,
             row_ptr,
             idx,
             val,
-        }))
+        }
     }
 
     /// Number of rows.
