@@ -322,8 +322,7 @@ fn train_epoch(
                     .lr_at(cfg.training.learning_rate, epochs_before, b as u64);
             let indices = &order[start..start + len];
             if let Some(rows) = &rows {
-                yb.clear();
-                yb.extend(indices.iter().filter_map(|&i| train.labels().get(i)));
+                train.labels_into(indices, &mut yb);
                 train_step_rows(
                     &mut net,
                     &mut ws,

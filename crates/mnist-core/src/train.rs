@@ -393,15 +393,7 @@ pub fn train_step<T: Float>(
         return Ok(loss);
     }
     let loss = compute_gradients(net, ws, grads, x, labels, batch, opts, rng, par)?;
-    if loss.is_finite() {
-        optimizer.step_with_panels(
-            net,
-            grads,
-            lr,
-            step_par(batch, par),
-            Some((&mut ws.sparse, &mut ws.hidden_sparse)),
-        )?;
-    }
+    step_if_finite(net, ws, grads, optimizer, loss, lr, batch, par)?;
     Ok(loss)
 }
 
@@ -507,6 +499,23 @@ pub fn train_step_rows<T: Float>(
         first_active,
     );
     ws.first_input_prepared = false;
+    step_if_finite(net, ws, grads, optimizer, loss, lr, batch, par)?;
+    Ok(loss)
+}
+
+/// The optimizer step of [`train_step`] after its gradients: taken only for a finite `loss`,
+/// writing the new weights into the panels of layers whose last pass ran sparse.
+#[allow(clippy::too_many_arguments)]
+fn step_if_finite<T: Float>(
+    net: &mut Network<T>,
+    ws: &mut Workspace<T>,
+    grads: &Gradients<T>,
+    optimizer: &mut Optimizer<T>,
+    loss: f64,
+    lr: f64,
+    batch: usize,
+    par: Par,
+) -> Result<(), CoreError> {
     if loss.is_finite() {
         optimizer.step_with_panels(
             net,
@@ -516,7 +525,7 @@ pub fn train_step_rows<T: Float>(
             Some((&mut ws.sparse, &mut ws.hidden_sparse)),
         )?;
     }
-    Ok(loss)
+    Ok(())
 }
 
 /// The fused single-example SGD step of [`train_step`] (inputs checked by the caller;

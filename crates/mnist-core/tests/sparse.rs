@@ -584,55 +584,18 @@ fn batches_of_compressed_rows_train_as_gathered_batches() {
             (InputPath::Auto, Par::rayon(2)),
             (InputPath::Dense, Par::Seq),
         ] {
-            let train = |use_rows: bool| {
-                let mut net = nets().remove(2);
-                let mut ws = net.workspace(256);
-                ws.set_input_path(path);
-                let mut grads = Gradients::new(net.architecture());
-                let mut opt = Optimizer::new(OptimizerConfig::adam(), &net).unwrap();
-                let mut rng = ChaCha8Rng::seed_from_u64(9);
-                let mut losses = Vec::new();
-                for ix in &batches {
-                    let y: Vec<u8> = ix.iter().map(|&i| labels[i]).collect();
-                    let loss = if use_rows {
-                        train_step_rows(
-                            &mut net, &mut ws, &mut grads, &mut opt, &rows, &set, ix, &y, &opts,
-                            1e-3, &mut rng, par,
-                        )
-                    } else {
-                        let x: Vec<f32> = ix
-                            .iter()
-                            .flat_map(|&i| set[i * 784..(i + 1) * 784].iter().copied())
-                            .collect();
-                        train_step(
-                            &mut net,
-                            &mut ws,
-                            &mut grads,
-                            &mut opt,
-                            &x,
-                            &y,
-                            ix.len(),
-                            &opts,
-                            1e-3,
-                            &mut rng,
-                            par,
-                        )
-                    };
-                    losses.push(loss.unwrap().to_bits());
-                    if use_rows && ix.len() >= 8 {
-                        assert_eq!(
-                            ws.layer_input_was_sparse(0),
-                            path == InputPath::Auto,
-                            "{name} {path:?}"
-                        );
-                    }
-                }
-                let params: Vec<u32> = net
-                    .layers()
-                    .iter()
-                    .flat_map(|l| l.weight_slice().iter().chain(l.bias()).map(|v| v.to_bits()))
-                    .collect();
-                (losses, params)
+            let train = |use_rows| {
+                train_batches(
+                    use_rows,
+                    &set,
+                    &labels,
+                    &batches,
+                    OptimizerConfig::adam(),
+                    &opts,
+                    path,
+                    false,
+                    par,
+                )
             };
             let (gathered, from_rows) = (train(false), train(true));
             assert_eq!(gathered.0, from_rows.0, "{name} {path:?} {par:?}: losses");
@@ -640,6 +603,12 @@ fn batches_of_compressed_rows_train_as_gathered_batches() {
                 gathered.1 == from_rows.1,
                 "{name} {path:?} {par:?}: parameters"
             );
+            // Batches of 8 rows or more take the sparse path exactly when Auto allows it.
+            for (ix, &ran_sparse) in batches.iter().zip(&from_rows.2) {
+                if ix.len() >= 8 {
+                    assert_eq!(ran_sparse, path == InputPath::Auto, "{name} {path:?}");
+                }
+            }
         }
     }
 }
@@ -659,62 +628,35 @@ fn train_step_rows_names_bad_rows() {
     let opts = TrainOptions::new(Loss::CrossEntropy);
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let y = &labels[..16];
+    let mut refused = |rows: &SparseRows<f32>, dense: &[f32], ix: &[usize]| {
+        train_step_rows(
+            &mut net,
+            &mut ws,
+            &mut grads,
+            &mut opt,
+            rows,
+            dense,
+            ix,
+            y,
+            &opts,
+            0.1,
+            &mut rng,
+            Par::Seq,
+        )
+        .unwrap_err()
+        .to_string()
+    };
     let ix: Vec<usize> = (0..15).chain([64]).collect();
-    let err = train_step_rows(
-        &mut net,
-        &mut ws,
-        &mut grads,
-        &mut opt,
-        &rows,
-        &set,
-        &ix,
-        y,
-        &opts,
-        0.1,
-        &mut rng,
-        Par::Seq,
-    )
-    .unwrap_err()
-    .to_string();
+    let err = refused(&rows, &set, &ix);
     assert!(
         err.contains("index 64 (position 15) is past the set's 64 rows"),
         "{err}"
     );
     let ix: Vec<usize> = (0..16).collect();
-    let err = train_step_rows(
-        &mut net,
-        &mut ws,
-        &mut grads,
-        &mut opt,
-        &rows,
-        &set[..784 * 63],
-        &ix,
-        y,
-        &opts,
-        0.1,
-        &mut rng,
-        Par::Seq,
-    )
-    .unwrap_err()
-    .to_string();
+    let err = refused(&rows, &set[..784 * 63], &ix);
     assert!(err.contains("the dense rows hold"), "{err}");
     let narrow = SparseRows::new(&set[..64 * 392], 392, Par::Seq).unwrap();
-    let err = train_step_rows(
-        &mut net,
-        &mut ws,
-        &mut grads,
-        &mut opt,
-        &narrow,
-        &set,
-        &ix,
-        y,
-        &opts,
-        0.1,
-        &mut rng,
-        Par::Seq,
-    )
-    .unwrap_err()
-    .to_string();
+    let err = refused(&narrow, &set, &ix);
     assert!(err.contains("392 inputs, the network takes 784"), "{err}");
     let err = SparseRows::new(&set[..100], 784, Par::Seq)
         .unwrap_err()
@@ -758,8 +700,9 @@ fn gather(set: &[f32], ix: &[usize]) -> Vec<f32> {
         .collect()
 }
 
-/// Trains `batches` with `train_step_rows` (or on the gathered rows with `train_step`);
-/// returns the losses' and the parameters' bits.
+/// Trains `batches` with `train_step_rows` (or on the gathered rows with `train_step`), with
+/// a max-norm projection after each step; returns the losses' and the parameters' bits, and
+/// whether each step's first layer ran sparse.
 #[allow(clippy::too_many_arguments)]
 fn train_batches(
     use_rows: bool,
@@ -771,16 +714,16 @@ fn train_batches(
     path: InputPath,
     fixed: bool,
     par: Par,
-) -> (Vec<u64>, Vec<u32>) {
+) -> (Vec<u64>, Vec<u32>, Vec<bool>) {
     let rows = SparseRows::new(set, 784, Par::Seq).unwrap();
     let mut net = nets().remove(2);
-    let mut ws = net.workspace(64);
+    let mut ws = net.workspace(batches.iter().map(|b| b.len()).max().unwrap_or(1));
     ws.set_input_path(path);
     ws.set_input_fixed(fixed);
     let mut grads = Gradients::new(net.architecture());
     let mut opt = Optimizer::new(config, &net).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let mut losses = Vec::new();
+    let (mut losses, mut sparse) = (Vec::new(), Vec::new());
     for ix in batches {
         let y: Vec<u8> = ix.iter().map(|&i| labels[i]).collect();
         let loss = if use_rows {
@@ -805,6 +748,7 @@ fn train_batches(
             )
         };
         losses.push(loss.unwrap().to_bits());
+        sparse.push(ws.layer_input_was_sparse(0));
         apply_max_norm(&mut net, 2.0, &opts.frozen, par);
     }
     let params = net
@@ -812,7 +756,7 @@ fn train_batches(
         .iter()
         .flat_map(|l| l.weight_slice().iter().chain(l.bias()).map(|v| v.to_bits()))
         .collect();
-    (losses, params)
+    (losses, params, sparse)
 }
 
 /// `train_step_rows` against `train_step` on the gathered rows in the other training modes:

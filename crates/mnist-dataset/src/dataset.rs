@@ -251,6 +251,13 @@ impl Dataset {
             .map(move |start| self.batch(start, size))
     }
 
+    /// Copies the labels of the rows at `indices` into `labels` (cleared first; indices past
+    /// the end are skipped): the labels of a batch whose features are taken elsewhere.
+    pub fn labels_into(&self, indices: &[usize], labels: &mut Vec<u8>) {
+        labels.clear();
+        labels.extend(indices.iter().filter_map(|&i| self.labels.get(i)));
+    }
+
     /// Copies the rows at `indices` into `features`/`labels` (cleared first, capacity reused):
     /// a shuffled batch without allocating once the buffers have grown to batch size.
     ///
@@ -277,7 +284,7 @@ impl Dataset {
                         dst.copy_from_slice(row);
                     }
                 });
-            labels.extend(indices.iter().filter_map(|&i| self.labels.get(i)));
+            self.labels_into(indices, labels);
             return;
         }
         features.clear();
@@ -331,6 +338,9 @@ mod tests {
                     "{threads} thread(s), {} rows",
                     idx.len()
                 );
+                let mut only = vec![99; 900];
+                data.labels_into(idx, &mut only);
+                assert_eq!(only, expect(idx).1, "labels alone, {} rows", idx.len());
             }
         }
     }

@@ -342,9 +342,7 @@ fn run_in_pool(
             let batch_rows = &order[start..start + len];
             let (x, y) = match (config.training.shuffle, augmenter.as_mut()) {
                 _ if training_rows.is_some() => {
-                    y_buf.clear();
-                    let labels = data.train.labels();
-                    y_buf.extend(batch_rows.iter().filter_map(|&i| labels.get(i)));
+                    data.train.labels_into(batch_rows, &mut y_buf);
                     (&[][..], &y_buf[..])
                 }
                 (Shuffle::Fixed, None) if !input_dropout => {
