@@ -1,21 +1,14 @@
 //! The network: a stack of dense layers with their activations, and inference.
 
-use faer::utils::thread::parallelism_degree;
+use std::ops::Range;
+
 use faer::{MatRef, Par};
 use rand_chacha::ChaCha8Rng;
 
 use crate::dropout::{MaskKey, apply_keyed_mask};
-use crate::rows::{Rows, RowsMut, for_chunks};
+use crate::rows::{Rows, RowsMut, for_chunks_after};
 use crate::sparse::{InputPath, MIN_HIDDEN_SPARSE_WEIGHTS};
 use crate::{Architecture, ArchitectureError, CoreError, Dense, Float, LayerInit, Workspace, init};
-
-/// Dense layers with at least this many weights, on batches of at least
-/// [`WHOLE_BATCH_GEMM_ROWS`] rows, take one parallel GEMM over the whole batch in the forward
-/// pass instead of one per chunk of rows.
-const WHOLE_BATCH_GEMM_WEIGHTS: usize = 1 << 17;
-
-/// See [`WHOLE_BATCH_GEMM_WEIGHTS`].
-const WHOLE_BATCH_GEMM_ROWS: usize = 128;
 
 /// A fully connected network over scalar `T` (`f32` or `f64`).
 #[derive(Debug, Clone, PartialEq)]
@@ -318,29 +311,16 @@ impl<T: Float> Network<T> {
                 sparse.prepare_affine(layer, par);
             }
             let sparse = &*sparse;
-            // A large dense product runs as one parallel GEMM over the whole batch: faer then
-            // packs the weight once instead of once per chunk of rows (each row's values are
-            // the same either way). The passes after it stay on the chunks.
-            let whole_batch = !sparse_input
-                && batch >= WHOLE_BATCH_GEMM_ROWS
-                && inputs * width >= WHOLE_BATCH_GEMM_WEIGHTS
-                && parallelism_degree(par) > 1;
-            if whole_batch {
-                let z = if l + 1 == n {
-                    &mut logits[..len]
-                } else {
-                    &mut cur.out[..len]
-                };
-                layer.affine(input.data, batch, z, par);
-            }
-            // z = x W^T + b for the rows of one chunk (`first` is the chunk's first row).
-            let affine = |first: usize, input: &[T], z: &mut [T], inner: Par| {
-                if whole_batch {
-                    // Done above.
-                } else if sparse_input {
+            // z = x W^T + b: a dense layer's product once per thread on its rows (see
+            // `for_chunks_after`), a sparse one per chunk (`first` is the chunk's first row).
+            let dense_affine = |rows: Range<usize>, input: &[T], z: &mut [T], inner: Par| {
+                if !sparse_input {
+                    layer.affine(input, rows.len(), z, inner);
+                }
+            };
+            let sparse_affine = |first: usize, z: &mut [T], inner: Par| {
+                if sparse_input {
                     sparse.affine_rows(inputs, width, first, z, inner);
-                } else {
-                    layer.affine(input, z.len() / width.max(1), z, inner);
                 }
             };
             if l + 1 == n {
@@ -350,10 +330,16 @@ impl<T: Float> Network<T> {
                     RowsMut::new(&mut logits[..len], width),
                     RowsMut::new(&mut cur.out[..len], width),
                 );
-                for_chunks(batch, parts, par, &|_, rows, (input, z, out), inner| {
-                    affine(rows.start, input.data, z.data, inner);
-                    head.apply_rows(z.data, out.data, width);
-                });
+                for_chunks_after(
+                    batch,
+                    parts,
+                    par,
+                    &|rows, (input, z, _), inner| dense_affine(rows, input.data, z.data, inner),
+                    &|_, rows, (_, z, out), inner| {
+                        sparse_affine(rows.start, z.data, inner);
+                        head.apply_rows(z.data, out.data, width);
+                    },
+                );
                 return;
             }
             let act = self
@@ -377,12 +363,13 @@ impl<T: Float> Network<T> {
             };
             let deriv = with_deriv.then(|| RowsMut::new(&mut cur.deriv[..len], width));
             let parts = (input, RowsMut::new(&mut cur.out[..len], width), deriv);
-            for_chunks(
+            for_chunks_after(
                 batch,
                 parts,
                 par,
-                &|_, rows, (input, out, mut deriv), inner| {
-                    affine(rows.start, input.data, out.data, inner);
+                &|rows, (input, out, _), inner| dense_affine(rows, input.data, out.data, inner),
+                &|_, rows, (_, out, mut deriv), inner| {
+                    sparse_affine(rows.start, out.data, inner);
                     match deriv.as_mut() {
                         Some(d) => act.forward_with_derivative(out.data, d.data),
                         None => act.forward_in_place(out.data),

@@ -144,28 +144,51 @@ where
     P: SplitRows,
     F: Fn(usize, Range<usize>, P, Par) + Sync,
 {
+    for_chunks_after(batch, parts, par, &|_, _, _| {}, f);
+}
+
+/// [`for_chunks`], where each thread first runs `before(rows, &mut parts, inner)` once on all
+/// the rows of the chunks it is given (consecutive), then `f` on each of them in order. A
+/// dense layer's product runs there: one GEMM per thread packs the weight once, where one per
+/// chunk packed it once per chunk, and each chunk's next passes then read the thread's own
+/// rows (a parallel GEMM over the whole batch left half of them in the other core's cache).
+/// A row's values do not depend on how the rows are cut (faer reduces each entry the same
+/// way whatever the number of rows), so results still do not depend on the thread count.
+pub(crate) fn for_chunks_after<P, B, F>(batch: usize, parts: P, par: Par, before: &B, f: &F)
+where
+    P: SplitRows,
+    B: Fn(Range<usize>, &mut P, Par) + Sync,
+    F: Fn(usize, Range<usize>, P, Par) + Sync,
+{
     let chunks = chunk_count(batch);
     if chunks == 1 {
+        let mut parts = parts;
+        before(0..batch, &mut parts, par);
         f(0, 0..batch, parts, par);
         return;
     }
-    split(batch, chunks, 0..chunks, parts, par, f);
+    split(batch, chunks, 0..chunks, parts, par, before, f);
 }
 
-fn split<P, F>(batch: usize, chunks: usize, range: Range<usize>, parts: P, par: Par, f: &F)
-where
+fn split<P, B, F>(
+    batch: usize,
+    chunks: usize,
+    range: Range<usize>,
+    parts: P,
+    par: Par,
+    before: &B,
+    f: &F,
+) where
     P: SplitRows,
+    B: Fn(Range<usize>, &mut P, Par) + Sync,
     F: Fn(usize, Range<usize>, P, Par) + Sync,
 {
     let (c0, c1) = (range.start, range.end);
-    if c1 - c0 == 1 {
-        let rows = chunk_start(batch, chunks, c0)..chunk_start(batch, chunks, c1);
-        f(c0, rows, parts, Par::Seq);
-        return;
-    }
-    if parallelism_degree(par) <= 1 {
-        // One thread: the chunks in order, each on its own rows.
+    if parallelism_degree(par) <= 1 || c1 - c0 == 1 {
+        // This thread's chunks, in order.
         let mut rest = parts;
+        let start = chunk_start(batch, chunks, c0);
+        before(start..chunk_start(batch, chunks, c1), &mut rest, Par::Seq);
         for c in c0..c1 {
             let (r0, r1) = (
                 chunk_start(batch, chunks, c),
@@ -181,8 +204,8 @@ where
     let rows = chunk_start(batch, chunks, mid) - chunk_start(batch, chunks, c0);
     let (a, b) = parts.split_rows(rows);
     join_raw(
-        |p| split(batch, chunks, c0..mid, a, p, f),
-        |p| split(batch, chunks, mid..c1, b, p, f),
+        |p| split(batch, chunks, c0..mid, a, p, before, f),
+        |p| split(batch, chunks, mid..c1, b, p, before, f),
         par,
     );
 }

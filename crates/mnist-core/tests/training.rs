@@ -123,9 +123,9 @@ fn same_seed_gives_bit_identical_parameters() {
 
 #[test]
 fn thread_count_does_not_change_results() {
-    // Sizes large enough that faer takes its blocked, multi-threaded GEMM path, and (on two or
-    // more threads) the whole-batch GEMM for layers of 2^17+ weights: the first layer of the
-    // first shape, the first two of the second, whose batches of 200 split unevenly.
+    // Sizes large enough that faer takes its blocked, multi-threaded GEMM path; the forward
+    // products run once per thread on its rows (a different cut of the rows on each thread
+    // count), and the second shape's batches of 200 split unevenly.
     for (sizes, examples, batch) in [
         (vec![784, 256, 64, 10], 384, 128),
         (vec![600, 300, 500, 10], 400, 200),
