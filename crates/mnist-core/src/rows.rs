@@ -118,6 +118,70 @@ impl SplitRows for () {
     }
 }
 
+/// One slot of `size` values per chunk of a batch (a chunk's partial result), cut with the
+/// chunks' rows: the slot a chunk's `f` gets is exactly its own.
+pub(crate) struct ChunkSlots<'a, T> {
+    data: &'a mut [T],
+    size: usize,
+    batch: usize,
+    chunks: usize,
+    /// The first row of the first chunk held (a chunk boundary).
+    first_row: usize,
+}
+
+impl<'a, T> ChunkSlots<'a, T> {
+    /// Slots for the [`chunk_count`] chunks of a `batch`-row batch (`data` holds at least
+    /// that many slots of `size`).
+    pub(crate) fn new(data: &'a mut [T], size: usize, batch: usize) -> Self {
+        Self {
+            data,
+            size,
+            batch,
+            chunks: chunk_count(batch),
+            first_row: 0,
+        }
+    }
+
+    /// The slot of the first chunk held.
+    pub(crate) fn first(&mut self) -> &mut [T] {
+        let end = self.size.min(self.data.len());
+        &mut self.data[..end]
+    }
+
+    /// The chunk starting at `row` (or the number of chunks past the last row).
+    fn chunk_at(&self, row: usize) -> usize {
+        (0..self.chunks)
+            .find(|&c| chunk_start(self.batch, self.chunks, c) >= row)
+            .unwrap_or(self.chunks)
+    }
+}
+
+impl<T: Send> SplitRows for ChunkSlots<'_, T> {
+    fn split_rows(self, rows: usize) -> (Self, Self) {
+        let at_row = self.first_row + rows;
+        let slots = self.chunk_at(at_row) - self.chunk_at(self.first_row);
+        let at = (slots * self.size).min(self.data.len());
+        let (a, b) = self.data.split_at_mut(at);
+        let (size, batch, chunks) = (self.size, self.batch, self.chunks);
+        (
+            Self {
+                data: a,
+                size,
+                batch,
+                chunks,
+                first_row: self.first_row,
+            },
+            Self {
+                data: b,
+                size,
+                batch,
+                chunks,
+                first_row: at_row,
+            },
+        )
+    }
+}
+
 macro_rules! split_tuple {
     ($($name:ident),+) => {
         impl<$($name: SplitRows),+> SplitRows for ($($name,)+) {
@@ -369,26 +433,54 @@ mod tests {
         for batch in [1usize, 7, 128, 129, 256, 1000, 4099] {
             for par in [Par::Seq, Par::rayon(2), Par::rayon(3)] {
                 let mut data: Vec<usize> = vec![usize::MAX; batch * 3];
+                let chunks = chunk_count(batch);
+                let mut slots: Vec<usize> = vec![usize::MAX; chunks * 2];
                 let seen = Mutex::new(Vec::new());
-                for_chunks(
+                let groups = Mutex::new(Vec::new());
+                for_chunks_after(
                     batch,
-                    RowsMut::new(&mut data, 3),
+                    (
+                        RowsMut::new(&mut data, 3),
+                        ChunkSlots::new(&mut slots, 2, batch),
+                    ),
                     par,
-                    &|c, rows: Range<usize>, part: RowsMut<'_, usize>, _| {
+                    &|rows: Range<usize>, (part, _): &mut (RowsMut<'_, usize>, _), _| {
+                        assert_eq!(part.data.len(), rows.len() * 3);
+                        groups.lock().unwrap().push(rows);
+                    },
+                    &|c, rows: Range<usize>, (part, mut slot): (RowsMut<'_, usize>, _), _| {
                         assert_eq!(part.data.len(), rows.len() * 3);
                         part.data.iter_mut().for_each(|v| *v = c);
+                        slot.first().iter_mut().for_each(|v| *v = c);
                         seen.lock().unwrap().push((c, rows));
                     },
                 );
                 let mut seen = seen.into_inner().unwrap();
                 seen.sort_by_key(|s| s.0);
-                let chunks = chunk_count(batch);
                 assert_eq!(seen.len(), chunks);
                 for (c, rows) in &seen {
                     assert_eq!(rows.start, chunk_start(batch, chunks, *c));
                     assert!(data[rows.start * 3..rows.end * 3].iter().all(|v| v == c));
+                    // Each chunk got its own slot.
+                    assert_eq!(slots[c * 2..c * 2 + 2], [*c, *c]);
                 }
                 assert_eq!(seen.last().map(|s| s.1.end), Some(batch));
+                // The groups cut the batch into consecutive ranges of whole chunks: the whole
+                // batch on one thread, one group per thread on two.
+                let mut groups = groups.into_inner().unwrap();
+                groups.sort_by_key(|g| g.start);
+                let most = match parallelism_degree(par) {
+                    0 | 1 => 1,
+                    2 => 2,
+                    _ => chunks,
+                };
+                assert!(!groups.is_empty() && groups.len() <= most, "{groups:?}");
+                assert_eq!(groups.first().map(|g| g.start), Some(0));
+                assert_eq!(groups.last().map(|g| g.end), Some(batch));
+                for pair in groups.windows(2) {
+                    assert_eq!(pair[0].end, pair[1].start);
+                    assert!(seen.iter().any(|(_, rows)| rows.start == pair[1].start));
+                }
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Preallocated buffers for forward and backward passes.
 
+use crate::rows::chunk_count;
 use crate::sparse::{InputPath, SparseInput};
 use crate::{Architecture, Float};
 
@@ -27,6 +28,9 @@ pub struct Workspace<T> {
     pub(crate) first_input_prepared: bool,
     /// [`crate::train_step_rows`]'s gathered batch when it goes dense (allocated then).
     pub(crate) gathered: Vec<T>,
+    /// One slot per chunk of rows for the partial weight gradients of small dense layers
+    /// (see `crate::train::SMALL_WEIGHT_GRADIENT`).
+    pub(crate) partial_grads: Vec<T>,
     input_path: InputPath,
 }
 
@@ -38,6 +42,23 @@ pub(crate) struct LayerBuffers<T> {
     pub(crate) deriv: Vec<T>,
     /// `d loss / d z` for this layer.
     pub(crate) delta: Vec<T>,
+}
+
+/// Values of [`Workspace::partial_grads`]: a slot per chunk of the largest batch for the
+/// largest layer that takes them (none when that batch is one chunk).
+fn partial_grads_len(arch: &Architecture, max_batch: usize) -> usize {
+    let chunks = chunk_count(max_batch);
+    if chunks < 2 {
+        return 0;
+    }
+    let largest = arch
+        .sizes
+        .windows(2)
+        .map(|p| p[0] * p[1])
+        .filter(|&w| crate::train::takes_partial_grads(w))
+        .max()
+        .unwrap_or(0);
+    chunks * largest
 }
 
 impl<T: Float> Workspace<T> {
@@ -71,6 +92,7 @@ impl<T: Float> Workspace<T> {
             row_loss: vec![0.0; max_batch],
             first_input_prepared: false,
             gathered: Vec::new(),
+            partial_grads: vec![zero; partial_grads_len(arch, max_batch)],
             input_path: InputPath::Auto,
         }
     }
