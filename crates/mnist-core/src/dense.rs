@@ -149,6 +149,24 @@ impl<T: Float> Dense<T> {
     }
 }
 
+/// Whether faer's GEMM computes each row of a product the same way whatever the number of
+/// rows in the call, so that one product per thread over a thread-dependent range of rows
+/// gives the values of one per fixed chunk. True where faer takes its x86-64 kernels (AVX2 and
+/// FMA): they block the inner dimension at `min(k, 512)` and tile the outputs independently
+/// (checked bit for bit on our shapes by a test). Elsewhere faer's fallback `gemm` crate
+/// chooses its inner blocking from all three dimensions, so the forward pass keeps one
+/// product per chunk there.
+pub(crate) fn gemm_rows_are_independent() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// `dst (=|+=) lhs * rhs` through faer, with results that never depend on `par`.
 ///
 /// faer's matrix-matrix kernels split the work by output tiles, so each entry is reduced in the
@@ -168,4 +186,55 @@ pub(crate) fn gemm<T: Float>(
         par
     };
     matmul(dst, accum, lhs, rhs, T::from_f64(1.0), par);
+}
+
+#[cfg(test)]
+mod row_independence_tests {
+    use super::*;
+
+    /// What `gemm_rows_are_independent` promises, on the machine running the tests: a
+    /// product over the whole batch, over halves, and over chunks of 64 and 8 rows give the
+    /// same bits, on our layers' shapes and a thin one with more than 512 inputs.
+    #[test]
+    fn products_give_each_row_the_same_bits_however_the_rows_are_cut() {
+        if !gemm_rows_are_independent() {
+            return; // The forward pass keeps one product per chunk on this machine.
+        }
+        for (m, k, n) in [
+            (1000usize, 784usize, 300usize),
+            (256, 784, 400),
+            (256, 400, 100),
+            (128, 784, 40),
+            (1000, 100, 10),
+            (200, 30, 7),
+        ] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7919) % 1013) as f32 * 1e-3 - 0.5)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 104729) % 997) as f32 * 1e-3 - 0.5)
+                .collect();
+            let product = |cut: usize, par: Par| {
+                let mut out = vec![0.25f32; m * n];
+                for (r0, o) in (0..m).step_by(cut).zip(out.chunks_mut(cut * n)) {
+                    let rows = o.len() / n;
+                    gemm(
+                        MatMut::from_row_major_slice_mut(o, rows, n),
+                        Accum::Add,
+                        MatRef::from_row_major_slice(&x[r0 * k..(r0 + rows) * k], rows, k),
+                        MatRef::from_row_major_slice(&w, n, k).transpose(),
+                        par,
+                    );
+                }
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            let whole = product(m, Par::rayon(2));
+            for cut in [m.div_ceil(2), 64, 8] {
+                assert!(
+                    whole == product(cut, Par::Seq),
+                    "{m}x{k}x{n} in rows of {cut}"
+                );
+            }
+        }
+    }
 }

@@ -16,7 +16,8 @@
 //!   example `i`), as the dataset crate provides; labels are one `u8` class per example.
 //! * Weights are row-major `[outputs, inputs]` (PyTorch `nn.Linear` layout), biases `[outputs]`.
 //! * Each layer computes its batch with faer's GEMM (`faer::linalg::matmul::matmul`), one
-//!   call per chunk of rows (a layer on sparse kernels when its input is mostly
+//!   call per thread over its chunks of rows (per chunk where faer's kernels would round a
+//!   row differently with another number of rows) (a layer on sparse kernels when its input is mostly
 //!   background: MNIST pixels, or a hidden layer under dropout), into a preallocated [`Workspace`]; a training step ([`compute_gradients`] +
 //!   [`Optimizer::step`], or [`train_step`]) performs no heap allocation once the workspace,
 //!   [`Gradients`] and optimizer exist and each layer has run once on each path it takes: a
@@ -31,7 +32,9 @@
 //! All randomness (initialisation, dropout masks) comes from a caller-owned
 //! [`rand_chacha::ChaCha8Rng`] whose state can be saved as [`RngState`]. Per-example passes
 //! run on chunks of rows fixed by the batch size (not by the thread count), one sequential
-//! kernel per chunk; reductions have fixed orders; other matrix products run in parallel only
+//! kernel per chunk (a dense forward product once per thread over its chunks, only where
+//! faer's kernels give each row the same bits whatever the number of rows: x86-64 with AVX2
+//! and FMA); reductions have fixed orders; other matrix products run in parallel only
 //! where faer splits them by output tile (its parallel matrix-vector kernel, used for batches
 //! of one, splits the inner sum and is avoided). So results are bit-identical for a given seed
 //! whether `faer::Par::Seq` or `faer::Par::rayon(n)` is used. Wrap a run in

@@ -5,6 +5,7 @@ use std::ops::Range;
 use faer::{MatRef, Par};
 use rand_chacha::ChaCha8Rng;
 
+use crate::dense::gemm_rows_are_independent;
 use crate::dropout::{MaskKey, apply_keyed_mask};
 use crate::rows::{Rows, RowsMut, for_chunks_after};
 use crate::sparse::{InputPath, MIN_HIDDEN_SPARSE_WEIGHTS};
@@ -311,16 +312,20 @@ impl<T: Float> Network<T> {
                 sparse.prepare_affine(layer, par);
             }
             let sparse = &*sparse;
-            // z = x W^T + b: a dense layer's product once per thread on its rows (see
-            // `for_chunks_after`), a sparse one per chunk (`first` is the chunk's first row).
+            // z = x W^T + b: a dense layer's product once per thread on its rows where that
+            // gives the same values (see `for_chunks_after` and `gemm_rows_are_independent`),
+            // else once per chunk; a sparse one per chunk (`first` is the chunk's first row).
+            let per_thread = !sparse_input && gemm_rows_are_independent();
             let dense_affine = |rows: Range<usize>, input: &[T], z: &mut [T], inner: Par| {
-                if !sparse_input {
+                if per_thread {
                     layer.affine(input, rows.len(), z, inner);
                 }
             };
-            let sparse_affine = |first: usize, z: &mut [T], inner: Par| {
+            let chunk_affine = |first: usize, input: &[T], z: &mut [T], inner: Par| {
                 if sparse_input {
                     sparse.affine_rows(inputs, width, first, z, inner);
+                } else if !per_thread {
+                    layer.affine(input, z.len() / width.max(1), z, inner);
                 }
             };
             if l + 1 == n {
@@ -335,8 +340,8 @@ impl<T: Float> Network<T> {
                     parts,
                     par,
                     &|rows, (input, z, _), inner| dense_affine(rows, input.data, z.data, inner),
-                    &|_, rows, (_, z, out), inner| {
-                        sparse_affine(rows.start, z.data, inner);
+                    &|_, rows, (input, z, out), inner| {
+                        chunk_affine(rows.start, input.data, z.data, inner);
                         head.apply_rows(z.data, out.data, width);
                     },
                 );
@@ -368,8 +373,8 @@ impl<T: Float> Network<T> {
                 parts,
                 par,
                 &|rows, (input, out, _), inner| dense_affine(rows, input.data, out.data, inner),
-                &|_, rows, (_, out, mut deriv), inner| {
-                    sparse_affine(rows.start, out.data, inner);
+                &|_, rows, (input, out, mut deriv), inner| {
+                    chunk_affine(rows.start, input.data, out.data, inner);
                     match deriv.as_mut() {
                         Some(d) => act.forward_with_derivative(out.data, d.data),
                         None => act.forward_in_place(out.data),

@@ -3,10 +3,12 @@
 //! Every per-example pass of a step (each layer's affine map, activation, dropout mask, the
 //! loss gradient and the deltas) works on rows independently, so a batch is cut into a fixed
 //! number of chunks of consecutive rows and each chunk runs on one thread with sequential
-//! kernels (one faer `Par::Seq` product per chunk instead of faer's barrier-synchronized
-//! parallel GEMM, which on 128-256-row batches spent much of its time waiting). The cut depends
-//! on the batch size only, never on the thread count, so every value is computed the same way
-//! on any number of threads.
+//! kernels (faer `Par::Seq` products instead of faer's barrier-synchronized parallel GEMM,
+//! which on 128-256-row batches spent much of its time waiting). The cut depends on the batch
+//! size only, never on the thread count, so every value is computed the same way on any
+//! number of threads. The one exception is a dense layer's forward product, run once per
+//! thread over all of its chunks' rows ([`for_chunks_after`]) where faer's kernels give each
+//! row the same values whatever the number of rows in the call.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -212,12 +214,13 @@ where
 }
 
 /// [`for_chunks`], where each thread first runs `before(rows, &mut parts, inner)` once on all
-/// the rows of the chunks it is given (consecutive), then `f` on each of them in order. A
-/// dense layer's product runs there: one GEMM per thread packs the weight once, where one per
-/// chunk packed it once per chunk, and each chunk's next passes then read the thread's own
-/// rows (a parallel GEMM over the whole batch left half of them in the other core's cache).
-/// A row's values do not depend on how the rows are cut (faer reduces each entry the same
-/// way whatever the number of rows), so results still do not depend on the thread count.
+/// the rows of the chunks it is given (consecutive), then `f` on each of them in order;
+/// `inner` is the parallelism left for those rows (`Par::Seq` unless there are more threads
+/// than chunks). A dense layer's product runs there: one GEMM per thread packs the weight
+/// once, where one per chunk packed it once per chunk, and each chunk's next passes then read
+/// the thread's own rows (a parallel GEMM over the whole batch left half of them in the other
+/// core's cache). The rows `before` gets depend on the thread count: it must compute each
+/// row the same way whatever the range (see `crate::dense::gemm_rows_are_independent`).
 pub(crate) fn for_chunks_after<P, B, F>(batch: usize, parts: P, par: Par, before: &B, f: &F)
 where
     P: SplitRows,
@@ -249,10 +252,10 @@ fn split<P, B, F>(
 {
     let (c0, c1) = (range.start, range.end);
     if parallelism_degree(par) <= 1 || c1 - c0 == 1 {
-        // This thread's chunks, in order.
+        // This thread's chunks, in order (a single chunk keeps any threads left for `before`).
         let mut rest = parts;
         let start = chunk_start(batch, chunks, c0);
-        before(start..chunk_start(batch, chunks, c1), &mut rest, Par::Seq);
+        before(start..chunk_start(batch, chunks, c1), &mut rest, par);
         for c in c0..c1 {
             let (r0, r1) = (
                 chunk_start(batch, chunks, c),

@@ -386,6 +386,15 @@ fn weight_gradient_by_chunks<T: Float>(
         delta.get(..batch * out),
         input.get(..batch * inp),
     ) else {
+        // Not reached (the workspace holds the slots of its largest batch); one product over
+        // the batch is still the gradient, never a stale one.
+        gemm(
+            MatMut::from_row_major_slice_mut(grad, out, inp),
+            Accum::Replace,
+            MatRef::from_row_major_slice(delta, batch, out).transpose(),
+            MatRef::from_row_major_slice(input, batch, inp),
+            par,
+        );
         return;
     };
     let parts = (

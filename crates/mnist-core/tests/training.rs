@@ -123,12 +123,15 @@ fn same_seed_gives_bit_identical_parameters() {
 
 #[test]
 fn thread_count_does_not_change_results() {
-    // Sizes large enough that faer takes its blocked, multi-threaded GEMM path; the forward
-    // products run once per thread on its rows (a different cut of the rows on each thread
-    // count), and the second shape's batches of 200 split unevenly.
+    // Sizes large enough that faer takes its blocked GEMM path. The forward products run once
+    // per thread on its chunks' rows: the whole batch on one thread, halves on two; batches
+    // of 256 (four chunks) on three threads give groups of two, one and one chunk. The second
+    // shape's batches of 200 split unevenly; the small layers' weight gradients sum one
+    // partial product per chunk.
     for (sizes, examples, batch) in [
         (vec![784, 256, 64, 10], 384, 128),
         (vec![600, 300, 500, 10], 400, 200),
+        (vec![784, 96, 48, 10], 512, 256),
     ] {
         let (x, y) = blobs(examples, sizes[0], 10, 0.5, 11);
         let run = |par: Par| {

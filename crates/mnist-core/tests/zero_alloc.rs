@@ -132,6 +132,15 @@ fn training_steps_do_not_allocate() {
             OptimizerConfig::adam(),
             64,
         ),
+        // Batches of four chunks: one forward product over all of them, and the small
+        // output layer's weight gradient summed from per-chunk partials.
+        (
+            vec![784, 64, 10],
+            OutputHead::Softmax,
+            Loss::CrossEntropy,
+            OptimizerConfig::adam(),
+            256,
+        ),
         // Tiny shapes, small-matrix GEMM path; deep-mse head and loss.
         (
             vec![12, 9, 10],
