@@ -298,6 +298,37 @@ pub(crate) fn column_sums<T: Float>(x: &[T], width: usize, sums: &mut [T], par: 
     column_sums_range(x, width, 0, sums, par);
 }
 
+/// [`column_sums`] of a batch's rows (`batch` rows of `width`) summed chunk by chunk: each
+/// chunk's rows (in order) into its own slot of `partials` on the thread that holds them, then
+/// the slots in chunk order. Where the bias gradient's column sums ran split by columns, each
+/// thread read the other core's rows. The chunks depend on the batch size only, so the sums
+/// do not depend on the thread count; one chunk (or `partials` short of the slots) is a plain
+/// [`column_sums`].
+pub(crate) fn column_sums_by_chunks<T: Float>(
+    x: &[T],
+    width: usize,
+    batch: usize,
+    sums: &mut [T],
+    partials: &mut [T],
+    par: Par,
+) {
+    let chunks = chunk_count(batch);
+    let (Some(x), Some(partials)) = (x.get(..batch * width), partials.get_mut(..chunks * width))
+    else {
+        column_sums(x, width, sums, par);
+        return;
+    };
+    if chunks < 2 || sums.len() != width {
+        column_sums(x, width, sums, par);
+        return;
+    }
+    let parts = (Rows::new(x, width), ChunkSlots::new(partials, width, batch));
+    for_chunks(batch, parts, par, &|_, _, (rows, mut slot), _| {
+        column_sums(rows.data, width, slot.first(), Par::Seq);
+    });
+    column_sums(partials, width, sums, Par::Seq);
+}
+
 /// [`column_sums`] of columns `first..first + sums.len()`.
 fn column_sums_range<T: Float>(x: &[T], width: usize, first: usize, sums: &mut [T], par: Par) {
     let zero = T::from_f64(0.0);
@@ -484,6 +515,44 @@ mod tests {
                     assert_eq!(pair[0].end, pair[1].start);
                     assert!(seen.iter().any(|(_, rows)| rows.start == pair[1].start));
                 }
+            }
+        }
+    }
+
+    /// Column sums chunk by chunk: the sums (against f64), the same bits on any thread count,
+    /// and a one-chunk batch equal to a plain sum.
+    #[test]
+    fn chunked_column_sums_are_sums_on_any_thread_count() {
+        for (batch, width) in [(100usize, 7usize), (128, 10), (1000, 300), (777, 33)] {
+            let x: Vec<f32> = (0..batch * width)
+                .map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5)
+                .collect();
+            let run = |par: Par| {
+                let mut sums = vec![f32::NAN; width];
+                let mut partials = vec![f32::NAN; chunk_count(batch) * width];
+                column_sums_by_chunks(&x, width, batch, &mut sums, &mut partials, par);
+                sums
+            };
+            let seq = run(Par::Seq);
+            for (j, &s) in seq.iter().enumerate() {
+                let want: f64 = (0..batch).map(|r| f64::from(x[r * width + j])).sum();
+                assert!(
+                    (f64::from(s) - want).abs() < 1e-3,
+                    "column {j}: {s} vs {want}"
+                );
+            }
+            for threads in [2, 3] {
+                let par = run(Par::rayon(threads));
+                assert!(
+                    seq.iter()
+                        .zip(&par)
+                        .all(|(a, b)| a.to_bits() == b.to_bits())
+                );
+            }
+            if chunk_count(batch) == 1 {
+                let mut plain = vec![0.0f32; width];
+                column_sums(&x, width, &mut plain, Par::Seq);
+                assert_eq!(plain, seq);
             }
         }
     }

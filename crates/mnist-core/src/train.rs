@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::dense::gemm;
 use crate::network::TrainPass;
 use crate::optimizer::check_learning_rate;
-use crate::rows::{ChunkSlots, Rows, RowsMut, chunk_count, column_sums, for_chunks};
+use crate::rows::{
+    ChunkSlots, Rows, RowsMut, chunk_count, column_sums, column_sums_by_chunks, for_chunks,
+};
 use crate::sparse::{MIN_BATCH, SparseRows};
 use crate::workspace::LayerBuffers;
 use crate::{
@@ -310,8 +312,8 @@ fn gradients_of_checked<T: Float>(
                 Some(p) => &p.out[..batch * inp],
                 None => x,
             };
-            // db = column sums of delta, rows in order (fixed reduction order).
-            column_sums(delta, out, &mut g.bias, par);
+            // db = column sums of delta: each chunk's rows in order, then the chunks in order.
+            column_sums_by_chunks(delta, out, batch, &mut g.bias, partial_grads, par);
             if batch == 1 {
                 // An outer product: no GEMM set-up for single-example steps.
                 for (grow, &d) in g.weight.chunks_exact_mut(inp).zip(delta) {

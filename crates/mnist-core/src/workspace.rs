@@ -28,8 +28,8 @@ pub struct Workspace<T> {
     pub(crate) first_input_prepared: bool,
     /// [`crate::train_step_rows`]'s gathered batch when it goes dense (allocated then).
     pub(crate) gathered: Vec<T>,
-    /// One slot per chunk of rows for the partial weight gradients of small dense layers
-    /// (see `crate::train::SMALL_WEIGHT_GRADIENT`).
+    /// One slot per chunk of rows for the partial column sums of the bias gradients, then the
+    /// partial weight gradients of small dense layers (see `crate::train::SMALL_WEIGHT_GRADIENT`).
     pub(crate) partial_grads: Vec<T>,
     input_path: InputPath,
 }
@@ -45,7 +45,8 @@ pub(crate) struct LayerBuffers<T> {
 }
 
 /// Values of [`Workspace::partial_grads`]: a slot per chunk of the largest batch for the
-/// largest layer that takes them (none when that batch is one chunk).
+/// largest layer that takes them, or the widest layer's outputs (none when that batch is one
+/// chunk).
 fn partial_grads_len(arch: &Architecture, max_batch: usize) -> usize {
     let chunks = chunk_count(max_batch);
     if chunks < 2 {
@@ -58,7 +59,9 @@ fn partial_grads_len(arch: &Architecture, max_batch: usize) -> usize {
         .filter(|&w| crate::train::takes_partial_grads(w))
         .max()
         .unwrap_or(0);
-    chunks * largest
+    // The same slots serve the bias gradients' column sums (one value per output) first.
+    let widest = arch.sizes.iter().skip(1).copied().max().unwrap_or(0);
+    chunks * largest.max(widest)
 }
 
 impl<T: Float> Workspace<T> {
