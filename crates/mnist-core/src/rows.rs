@@ -447,6 +447,22 @@ fn keep_warm(done: &AtomicBool) {
     }
 }
 
+/// `run(Par::Seq)`, after checking that two and three threads give the same bits (for the
+/// tests of the chunked reductions).
+#[cfg(test)]
+pub(crate) fn same_bits_on_any_thread_count(run: impl Fn(Par) -> Vec<f32>) -> Vec<f32> {
+    let seq = run(Par::Seq);
+    for threads in [2, 3] {
+        let par = run(Par::rayon(threads));
+        let same = seq
+            .iter()
+            .zip(&par)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same && seq.len() == par.len(), "{threads} threads differ");
+    }
+    seq
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,20 +549,12 @@ mod tests {
                 column_sums_by_chunks(&x, width, batch, &mut sums, &mut partials, par);
                 sums
             };
-            let seq = run(Par::Seq);
+            let seq = same_bits_on_any_thread_count(run);
             for (j, &s) in seq.iter().enumerate() {
                 let want: f64 = (0..batch).map(|r| f64::from(x[r * width + j])).sum();
                 assert!(
                     (f64::from(s) - want).abs() < 1e-3,
                     "column {j}: {s} vs {want}"
-                );
-            }
-            for threads in [2, 3] {
-                let par = run(Par::rayon(threads));
-                assert!(
-                    seq.iter()
-                        .zip(&par)
-                        .all(|(a, b)| a.to_bits() == b.to_bits())
                 );
             }
             if chunk_count(batch) == 1 {
