@@ -313,15 +313,13 @@ pub(crate) fn column_sums_by_chunks<T: Float>(
     par: Par,
 ) {
     let chunks = chunk_count(batch);
-    let (Some(x), Some(partials)) = (x.get(..batch * width), partials.get_mut(..chunks * width))
-    else {
+    let chunked = (chunks > 1 && sums.len() == width)
+        .then(|| partials.get_mut(..chunks * width))
+        .flatten();
+    let (Some(x), Some(partials)) = (x.get(..batch * width), chunked) else {
         column_sums(x, width, sums, par);
         return;
     };
-    if chunks < 2 || sums.len() != width {
-        column_sums(x, width, sums, par);
-        return;
-    }
     let parts = (Rows::new(x, width), ChunkSlots::new(partials, width, batch));
     for_chunks(batch, parts, par, &|_, _, (rows, mut slot), _| {
         column_sums(rows.data, width, slot.first(), Par::Seq);

@@ -329,18 +329,9 @@ fn gradients_of_checked<T: Float>(
             {
                 // dW = delta^T X as a scatter-add of the non-zero inputs (+ rank-1 term).
                 sp.weight_gradient(delta, &g.bias, inp, &mut g.weight, par);
-            } else if takes_partial_grads(inp * out) && chunk_count(batch) > 1 {
-                let shape = (batch, out, inp);
-                weight_gradient_by_chunks(delta, input, shape, &mut g.weight, partial_grads, par);
             } else {
-                // dW = delta^T X : [out, batch] x [batch, in].
-                gemm(
-                    MatMut::from_row_major_slice_mut(&mut g.weight, out, inp),
-                    Accum::Replace,
-                    MatRef::from_row_major_slice(delta, batch, out).transpose(),
-                    MatRef::from_row_major_slice(input, batch, inp),
-                    par,
-                );
+                let shape = (batch, out, inp);
+                dense_weight_gradient(delta, input, shape, &mut g.weight, partial_grads, par);
             }
             g.active = true;
         }
@@ -360,20 +351,23 @@ fn gradients_of_checked<T: Float>(
 }
 
 /// Dense layers with fewer weights than this sum their weight gradient from one partial
-/// product per chunk of rows ([`weight_gradient_by_chunks`]).
+/// product per chunk of rows (see [`dense_weight_gradient`]).
 const SMALL_WEIGHT_GRADIENT: usize = 1 << 14;
 
-/// Whether a dense layer of `weights` weights takes [`weight_gradient_by_chunks`].
+/// Whether a dense layer of `weights` weights sums its weight gradient chunk by chunk.
 pub(crate) fn takes_partial_grads(weights: usize) -> bool {
     weights < SMALL_WEIGHT_GRADIENT
 }
 
-/// `grad = delta^T X` (`[out, in]`) as the sum, chunk by chunk in order, of each chunk's
-/// `delta_c^T X_c`, each computed on the thread that made the chunk's rows. For a small
-/// layer (two-layer-sigmoid's 300 x 10 output layer), one GEMM over the batch spent its time
-/// fetching the other core's rows; the partials are small. The chunks depend on the batch
-/// size only, so the sum does not depend on the thread count.
-fn weight_gradient_by_chunks<T: Float>(
+/// `grad = delta^T X` (`[out, in]`) of a dense layer over a batch of `batch` rows.
+///
+/// A small layer on a batch of several chunks (two-layer-sigmoid's 300 x 10 output layer)
+/// sums, chunk by chunk in order, each chunk's `delta_c^T X_c`, computed into its slot of
+/// `partials` on the thread that made the chunk's rows: one GEMM over the batch spent its
+/// time fetching the other core's rows, and the partials are small. The chunks depend on the
+/// batch size only, so the sum does not depend on the thread count. Any other layer (or
+/// `partials` short of the slots, which the workspace never is) takes one GEMM.
+fn dense_weight_gradient<T: Float>(
     delta: &[T],
     input: &[T],
     (batch, out, inp): (usize, usize, usize),
@@ -382,21 +376,14 @@ fn weight_gradient_by_chunks<T: Float>(
     par: Par,
 ) {
     let size = out * inp;
-    let slots = chunk_count(batch) * size;
-    let (Some(partials), Some(delta), Some(input)) = (
-        partials.get_mut(..slots),
-        delta.get(..batch * out),
-        input.get(..batch * inp),
-    ) else {
-        // Not reached (the workspace holds the slots of its largest batch); one product over
-        // the batch is still the gradient, never a stale one.
-        gemm(
-            MatMut::from_row_major_slice_mut(grad, out, inp),
-            Accum::Replace,
-            MatRef::from_row_major_slice(delta, batch, out).transpose(),
-            MatRef::from_row_major_slice(input, batch, inp),
-            par,
-        );
+    let chunks = chunk_count(batch);
+    let chunked = (takes_partial_grads(size) && chunks > 1)
+        .then(|| partials.get_mut(..chunks * size))
+        .flatten();
+    let (Some(partials), Some(delta), Some(input)) =
+        (chunked, delta.get(..batch * out), input.get(..batch * inp))
+    else {
+        delta_t_x(grad, delta, input, (batch, out, inp), par);
         return;
     };
     let parts = (
@@ -405,15 +392,32 @@ fn weight_gradient_by_chunks<T: Float>(
         ChunkSlots::new(partials, size, batch),
     );
     for_chunks(batch, parts, par, &|_, rows, (d, x, mut slot), _| {
-        gemm(
-            MatMut::from_row_major_slice_mut(slot.first(), out, inp),
-            Accum::Replace,
-            MatRef::from_row_major_slice(d.data, rows.len(), out).transpose(),
-            MatRef::from_row_major_slice(x.data, rows.len(), inp),
+        delta_t_x(
+            slot.first(),
+            d.data,
+            x.data,
+            (rows.len(), out, inp),
             Par::Seq,
         );
     });
     column_sums(partials, size, grad, par);
+}
+
+/// `grad = delta^T X`: `[out, rows] x [rows, in]`, one GEMM.
+fn delta_t_x<T: Float>(
+    grad: &mut [T],
+    delta: &[T],
+    input: &[T],
+    (rows, out, inp): (usize, usize, usize),
+    par: Par,
+) {
+    gemm(
+        MatMut::from_row_major_slice_mut(grad, out, inp),
+        Accum::Replace,
+        MatRef::from_row_major_slice(delta, rows, out).transpose(),
+        MatRef::from_row_major_slice(input, rows, inp),
+        par,
+    );
 }
 
 /// One optimisation step: [`compute_gradients`] then [`Optimizer::step`] with learning rate
@@ -1083,7 +1087,7 @@ mod tests {
             let run = |par: Par| {
                 let mut grad = vec![f32::NAN; out * inp];
                 let mut partials = vec![f32::NAN; chunks * out * inp];
-                weight_gradient_by_chunks(
+                dense_weight_gradient(
                     &delta,
                     &input,
                     (batch, out, inp),
