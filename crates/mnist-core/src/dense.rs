@@ -154,8 +154,8 @@ impl<T: Float> Dense<T> {
 /// gives the values of one per fixed chunk. True where faer takes its x86-64 kernels (AVX2 and
 /// FMA): they block the inner dimension at `min(k, 512)` and tile the outputs independently
 /// (checked bit for bit on our shapes by a test). Elsewhere faer's fallback `gemm` crate
-/// chooses its inner blocking from all three dimensions, so the forward pass keeps one
-/// product per chunk there.
+/// chooses its inner blocking from all three dimensions, so the forward pass and the input
+/// gradients keep one product per chunk there.
 pub(crate) fn gemm_rows_are_independent() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -194,18 +194,22 @@ mod row_independence_tests {
 
     /// What `gemm_rows_are_independent` promises, on the machine running the tests: a
     /// product over the whole batch, over halves, and over chunks of 64 and 8 rows give the
-    /// same bits, on our layers' shapes and a thin one with more than 512 inputs.
+    /// same bits, on our layers' shapes and a thin one with more than 512 inputs, in both forms
+    /// the passes use: `x W^T` added to the bias (forward) and `delta W` (the backward pass's
+    /// input gradient).
     #[test]
     fn products_give_each_row_the_same_bits_however_the_rows_are_cut() {
         if !gemm_rows_are_independent() {
-            return; // The forward pass keeps one product per chunk on this machine.
+            return; // The passes keep one product per chunk on this machine.
         }
         for (m, k, n) in [
             (1000usize, 784usize, 300usize),
             (256, 784, 400),
             (256, 400, 100),
+            (256, 100, 400),
             (128, 784, 40),
             (1000, 100, 10),
+            (256, 10, 100),
             (200, 30, 7),
         ] {
             let x: Vec<f32> = (0..m * k)
@@ -214,26 +218,37 @@ mod row_independence_tests {
             let w: Vec<f32> = (0..n * k)
                 .map(|i| ((i * 104729) % 997) as f32 * 1e-3 - 0.5)
                 .collect();
-            let product = |cut: usize, par: Par| {
-                let mut out = vec![0.25f32; m * n];
-                for (r0, o) in (0..m).step_by(cut).zip(out.chunks_mut(cut * n)) {
-                    let rows = o.len() / n;
-                    gemm(
-                        MatMut::from_row_major_slice_mut(o, rows, n),
-                        Accum::Add,
-                        MatRef::from_row_major_slice(&x[r0 * k..(r0 + rows) * k], rows, k),
+            for forward in [true, false] {
+                // Forward: `w` is `[n, k]`, used transposed; backward: `[k, n]` as it is.
+                let (rhs, accum) = if forward {
+                    (
                         MatRef::from_row_major_slice(&w, n, k).transpose(),
-                        par,
+                        Accum::Add,
+                    )
+                } else {
+                    (MatRef::from_row_major_slice(&w, k, n), Accum::Replace)
+                };
+                let product = |cut: usize, par: Par| {
+                    let mut out = vec![0.25f32; m * n];
+                    for (r0, o) in (0..m).step_by(cut).zip(out.chunks_mut(cut * n)) {
+                        let rows = o.len() / n;
+                        gemm(
+                            MatMut::from_row_major_slice_mut(o, rows, n),
+                            accum,
+                            MatRef::from_row_major_slice(&x[r0 * k..(r0 + rows) * k], rows, k),
+                            rhs,
+                            par,
+                        );
+                    }
+                    out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                };
+                let whole = product(m, Par::rayon(2));
+                for cut in [m.div_ceil(2), 64, 8] {
+                    assert!(
+                        whole == product(cut, Par::Seq),
+                        "{m}x{k}x{n} (forward: {forward}) in rows of {cut}"
                     );
                 }
-                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-            };
-            let whole = product(m, Par::rayon(2));
-            for cut in [m.div_ceil(2), 64, 8] {
-                assert!(
-                    whole == product(cut, Par::Seq),
-                    "{m}x{k}x{n} in rows of {cut}"
-                );
             }
         }
     }

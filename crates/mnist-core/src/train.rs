@@ -6,11 +6,12 @@ use faer::{Accum, MatMut, MatRef, Par};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::dense::gemm;
+use crate::dense::{gemm, gemm_rows_are_independent};
 use crate::network::TrainPass;
 use crate::optimizer::check_learning_rate;
 use crate::rows::{
     ChunkSlots, Rows, RowsMut, chunk_count, column_sums, column_sums_by_chunks, for_chunks,
+    for_chunks_after,
 };
 use crate::sparse::{MIN_BATCH, SparseRows};
 use crate::workspace::LayerBuffers;
@@ -730,7 +731,9 @@ impl<T: Float> pulp::WithSimd for SgdRows<'_, T> {
 /// `delta_{l-1} = (delta_l W_l) * f'(z_{l-1}) * mask` (components below
 /// [`Float::FLUSH_BELOW`] written as 0) into `below.delta` for a batch of
 /// `batch` rows (`delta` row-major `batch x outputs` of the layer whose weight is `weight`),
-/// chunk by chunk of rows.
+/// chunk by chunk of rows. Where faer computes each row the same way whatever the rows in the
+/// call (`gemm_rows_are_independent`), the product runs once per thread on its chunks' rows,
+/// packing the weight once per thread instead of once per chunk.
 fn propagate_delta<T: Float>(
     weight: MatRef<'_, T>,
     delta: &[T],
@@ -744,22 +747,38 @@ fn propagate_delta<T: Float>(
         RowsMut::new(&mut below.delta[..batch * inp], inp),
         Rows::new(&below.deriv[..batch * inp], inp),
     );
-    for_chunks(batch, parts, par, &|_, rows, (d, pd, f), inner| {
-        let r = rows.len();
+    let product = |d: &[T], pd: &mut [T], inner: Par| {
+        let rows = d.len() / out.max(1);
         gemm(
-            MatMut::from_row_major_slice_mut(pd.data, r, inp),
+            MatMut::from_row_major_slice_mut(pd, rows, inp),
             Accum::Replace,
-            MatRef::from_row_major_slice(d.data, r, out),
+            MatRef::from_row_major_slice(d, rows, out),
             weight,
             inner,
         );
-        // Flushed like the loss gradient (see `Float::flush_tiny`): below a saturated sigmoid
-        // the product of two tiny factors would be subnormal again.
-        pd.data
-            .iter_mut()
-            .zip(f.data)
-            .for_each(|(d, &f)| *d = (*d * f).flush_tiny());
-    });
+    };
+    let per_thread = gemm_rows_are_independent();
+    for_chunks_after(
+        batch,
+        parts,
+        par,
+        &|_, (d, pd, _), inner| {
+            if per_thread {
+                product(d.data, pd.data, inner);
+            }
+        },
+        &|_, _, (d, pd, f), inner| {
+            if !per_thread {
+                product(d.data, pd.data, inner);
+            }
+            // Flushed like the loss gradient (see `Float::flush_tiny`): below a saturated
+            // sigmoid the product of two tiny factors would be subnormal again.
+            pd.data
+                .iter_mut()
+                .zip(f.data)
+                .for_each(|(d, &f)| *d = (*d * f).flush_tiny());
+        },
+    );
 }
 
 /// The mean data loss of a batch, and (when `grad` is given) its gradient with respect to the
