@@ -329,8 +329,9 @@ mod tests {
     fn cross_entropy_finite_when_probability_underflows() {
         let z = [-1e4f32, 1e4, 0.0];
         let a = outputs_f32(&z);
-        // p_y underflows (to the smallest normal f32 at most): its log would be -87, not -2e4.
-        assert!(a[0] <= f32::MIN_POSITIVE, "p_y = {:e}", a[0]);
+        // p_y underflows (to about the smallest normal f32, `exp_nonpositive`'s floor): its
+        // log would be -87, not -2e4.
+        assert!(a[0] < 1.000_01 * f32::MIN_POSITIVE, "p_y = {:e}", a[0]);
         let ce = Loss::CrossEntropy.mean(OutputHead::Softmax, &z, &a, &[0], 3);
         assert!(ce.is_finite());
         assert!((ce - 2e4).abs() < 1e-6);
