@@ -7,7 +7,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::dense::gemm_rows_are_independent;
 use crate::dropout::{MaskKey, apply_keyed_mask};
-use crate::rows::{Rows, RowsMut, for_chunks_after};
+use crate::rows::{Rows, RowsMut, for_chunks_with_product};
 use crate::sparse::{InputPath, MIN_HIDDEN_SPARSE_WEIGHTS};
 use crate::{Architecture, ArchitectureError, CoreError, Dense, Float, LayerInit, Workspace, init};
 
@@ -313,19 +313,14 @@ impl<T: Float> Network<T> {
             }
             let sparse = &*sparse;
             // z = x W^T + b: a dense layer's product once per thread on its rows where that
-            // gives the same values (see `for_chunks_after` and `gemm_rows_are_independent`),
-            // else once per chunk; a sparse one per chunk (`first` is the chunk's first row).
+            // gives the same values (see `for_chunks_with_product`), else once per chunk; a
+            // sparse one per chunk (`rows.start` is the chunk's first row).
             let per_thread = !sparse_input && gemm_rows_are_independent();
-            let dense_affine = |rows: Range<usize>, input: &[T], z: &mut [T], inner: Par| {
-                if per_thread {
-                    layer.affine(input, rows.len(), z, inner);
-                }
-            };
-            let chunk_affine = |first: usize, input: &[T], z: &mut [T], inner: Par| {
+            let affine = |rows: Range<usize>, input: &[T], z: &mut [T], inner: Par| {
                 if sparse_input {
-                    sparse.affine_rows(inputs, width, first, z, inner);
-                } else if !per_thread {
-                    layer.affine(input, z.len() / width.max(1), z, inner);
+                    sparse.affine_rows(inputs, width, rows.start, z, inner);
+                } else {
+                    layer.affine(input, rows.len(), z, inner);
                 }
             };
             if l + 1 == n {
@@ -335,15 +330,13 @@ impl<T: Float> Network<T> {
                     RowsMut::new(&mut logits[..len], width),
                     RowsMut::new(&mut cur.out[..len], width),
                 );
-                for_chunks_after(
+                for_chunks_with_product(
                     batch,
                     parts,
                     par,
-                    &|rows, (input, z, _), inner| dense_affine(rows, input.data, z.data, inner),
-                    &|_, rows, (input, z, out), inner| {
-                        chunk_affine(rows.start, input.data, z.data, inner);
-                        head.apply_rows(z.data, out.data, width);
-                    },
+                    per_thread,
+                    &|rows, (input, z, _), inner| affine(rows, input.data, z.data, inner),
+                    &|_, _, (_, z, out), _| head.apply_rows(z.data, out.data, width),
                 );
                 return;
             }
@@ -368,13 +361,13 @@ impl<T: Float> Network<T> {
             };
             let deriv = with_deriv.then(|| RowsMut::new(&mut cur.deriv[..len], width));
             let parts = (input, RowsMut::new(&mut cur.out[..len], width), deriv);
-            for_chunks_after(
+            for_chunks_with_product(
                 batch,
                 parts,
                 par,
-                &|rows, (input, out, _), inner| dense_affine(rows, input.data, out.data, inner),
-                &|_, rows, (input, out, mut deriv), inner| {
-                    chunk_affine(rows.start, input.data, out.data, inner);
+                per_thread,
+                &|rows, (input, out, _), inner| affine(rows, input.data, out.data, inner),
+                &|_, rows, (_, out, mut deriv), _| {
                     match deriv.as_mut() {
                         Some(d) => act.forward_with_derivative(out.data, d.data),
                         None => act.forward_in_place(out.data),

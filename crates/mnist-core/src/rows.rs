@@ -237,6 +237,41 @@ where
     split(batch, chunks, 0..chunks, parts, par, before, f);
 }
 
+/// [`for_chunks_after`] for passes that start with a row-wise matrix product: `product(rows,
+/// &mut parts, inner)` runs once per thread on all its rows when `per_thread` (where faer
+/// gives each row the same bits whatever the rows in the call, see
+/// `crate::dense::gemm_rows_are_independent`), else at the head of each chunk; then `f` on
+/// each chunk.
+pub(crate) fn for_chunks_with_product<P, G, F>(
+    batch: usize,
+    parts: P,
+    par: Par,
+    per_thread: bool,
+    product: &G,
+    f: &F,
+) where
+    P: SplitRows,
+    G: Fn(Range<usize>, &mut P, Par) + Sync,
+    F: Fn(usize, Range<usize>, P, Par) + Sync,
+{
+    for_chunks_after(
+        batch,
+        parts,
+        par,
+        &|rows, parts, inner| {
+            if per_thread {
+                product(rows, parts, inner);
+            }
+        },
+        &|c, rows, mut parts, inner| {
+            if !per_thread {
+                product(rows.clone(), &mut parts, inner);
+            }
+            f(c, rows, parts, inner);
+        },
+    );
+}
+
 fn split<P, B, F>(
     batch: usize,
     chunks: usize,

@@ -11,7 +11,7 @@ use crate::network::TrainPass;
 use crate::optimizer::check_learning_rate;
 use crate::rows::{
     ChunkSlots, Rows, RowsMut, chunk_count, column_sums, column_sums_by_chunks, for_chunks,
-    for_chunks_after,
+    for_chunks_with_product,
 };
 use crate::sparse::{MIN_BATCH, SparseRows};
 use crate::workspace::LayerBuffers;
@@ -747,30 +747,22 @@ fn propagate_delta<T: Float>(
         RowsMut::new(&mut below.delta[..batch * inp], inp),
         Rows::new(&below.deriv[..batch * inp], inp),
     );
-    let product = |d: &[T], pd: &mut [T], inner: Par| {
-        let rows = d.len() / out.max(1);
-        gemm(
-            MatMut::from_row_major_slice_mut(pd, rows, inp),
-            Accum::Replace,
-            MatRef::from_row_major_slice(d, rows, out),
-            weight,
-            inner,
-        );
-    };
-    let per_thread = gemm_rows_are_independent();
-    for_chunks_after(
+    for_chunks_with_product(
         batch,
         parts,
         par,
+        gemm_rows_are_independent(),
         &|_, (d, pd, _), inner| {
-            if per_thread {
-                product(d.data, pd.data, inner);
-            }
+            let rows = d.data.len() / out.max(1);
+            gemm(
+                MatMut::from_row_major_slice_mut(pd.data, rows, inp),
+                Accum::Replace,
+                MatRef::from_row_major_slice(d.data, rows, out),
+                weight,
+                inner,
+            );
         },
-        &|_, _, (d, pd, f), inner| {
-            if !per_thread {
-                product(d.data, pd.data, inner);
-            }
+        &|_, _, (_, pd, f), _| {
             // Flushed like the loss gradient (see `Float::flush_tiny`): below a saturated
             // sigmoid the product of two tiny factors would be subnormal again.
             pd.data
