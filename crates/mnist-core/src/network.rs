@@ -2,6 +2,7 @@
 
 use std::ops::Range;
 
+use faer::utils::thread::parallelism_degree;
 use faer::{MatRef, Par};
 use rand_chacha::ChaCha8Rng;
 
@@ -311,13 +312,21 @@ impl<T: Float> Network<T> {
             if sparse_input {
                 sparse.prepare_affine(layer, par);
             }
+            // In training the panels are split between threads as the optimizer updated them
+            // (see `SparseInput::affine_by_panels`); evaluation splits the rows.
+            let by_panels = sparse_input && train.is_some() && parallelism_degree(par) > 1;
+            if by_panels {
+                sparse.affine_by_panels(inputs, width, batch, par);
+            }
             let sparse = &*sparse;
             // z = x W^T + b: a dense layer's product once per thread on its rows where that
             // gives the same values (see `for_chunks_with_product`), else once per chunk; a
             // sparse one per chunk (`rows.start` is the chunk's first row).
             let per_thread = !sparse_input && gemm_rows_are_independent();
             let affine = |rows: Range<usize>, input: &[T], z: &mut [T], inner: Par| {
-                if sparse_input {
+                if by_panels {
+                    sparse.rows_from_panels(width, batch, rows.start, z);
+                } else if sparse_input {
                     sparse.affine_rows(inputs, width, rows.start, z, inner);
                 } else {
                     layer.affine(input, rows.len(), z, inner);

@@ -35,7 +35,10 @@ use faer::Par;
 use faer::utils::thread::{join_raw, parallelism_degree};
 use serde::{Deserialize, Serialize};
 
-use crate::sparse::{PANEL, SparseInput, transpose_panels};
+use crate::sparse::{
+    PANEL, SparseInput, panel_into_rows, panel_layout_to_rows, rows_to_panel_layout,
+    transpose_panels,
+};
 use crate::{CoreError, Float, Gradients, Network};
 
 /// Tensors shorter than twice this are updated on one thread: a hand-off costs more. (At
@@ -151,6 +154,10 @@ pub struct OptimizerState<T> {
 pub struct Optimizer<T> {
     config: OptimizerConfig,
     state: OptimizerState<T>,
+    /// Per parameter tensor: `Some((inputs, outputs))` while its moment buffers are held in
+    /// the panel layout of a weight `[outputs, inputs]` (see [`update_in_panels`]), beside
+    /// the weight's panels; [`Self::state`] gives them row-major.
+    panel_moments: Vec<Option<(usize, usize)>>,
 }
 
 impl<T: Float> Optimizer<T> {
@@ -180,6 +187,7 @@ impl<T: Float> Optimizer<T> {
                 first: buffers(first),
                 second: buffers(second),
             },
+            panel_moments: vec![None; 2 * net.num_layers()],
         })
     }
 
@@ -198,7 +206,11 @@ impl<T: Float> Optimizer<T> {
                 "saved state does not match this optimizer kind or network shape; start a fresh optimizer".into(),
             ));
         }
-        Ok(Self { config, state })
+        Ok(Self {
+            config,
+            state,
+            panel_moments: fresh.panel_moments,
+        })
     }
 
     /// The configuration.
@@ -211,19 +223,51 @@ impl<T: Float> Optimizer<T> {
         self.state.step += 1;
     }
 
-    /// The state, for checkpoints.
-    pub fn state(&self) -> &OptimizerState<T> {
-        &self.state
+    /// A copy of the state, for checkpoints, with every buffer row-major as
+    /// [`OptimizerState`] documents (a layer trained on sparse input keeps its weight's
+    /// moments in panels between steps).
+    pub fn state(&self) -> OptimizerState<T> {
+        self.clone().into_state()
     }
 
-    /// Consumes the optimizer, returning its state.
-    pub fn into_state(self) -> OptimizerState<T> {
+    /// Consumes the optimizer, returning its state (row-major, as [`Self::state`]).
+    pub fn into_state(mut self) -> OptimizerState<T> {
+        for idx in 0..self.panel_moments.len() {
+            self.set_moment_layout(idx, None);
+        }
         self.state
+    }
+
+    /// Holds tensor `idx`'s moment buffers in the panel layout of a weight
+    /// `[outputs, inputs]` (`Some((inputs, outputs))`) or row-major (`None`), converting them
+    /// when they are held the other way (which allocates; a run converts once).
+    fn set_moment_layout(&mut self, idx: usize, layout: Option<(usize, usize)>) {
+        let Some(held) = self.panel_moments.get_mut(idx) else {
+            return;
+        };
+        if *held == layout {
+            return;
+        }
+        let from = std::mem::replace(held, layout);
+        for buffers in [&mut self.state.first, &mut self.state.second] {
+            let Some(buf) = buffers.get_mut(idx).filter(|b| !b.is_empty()) else {
+                continue;
+            };
+            let rows = match from {
+                Some((inputs, outputs)) => panel_layout_to_rows(buf, inputs, outputs),
+                None => std::mem::take(buf),
+            };
+            *buf = match layout {
+                Some((inputs, outputs)) => rows_to_panel_layout(&rows, inputs, outputs),
+                None => rows,
+            };
+        }
     }
 
     /// Applies one update with learning rate `lr` to every layer whose gradient is active
     /// (frozen layers are skipped). Increments the step count. With `Par::Seq` it does not
-    /// allocate (a thread pool may, when it schedules work). Tensors of at least 16 Ki values
+    /// allocate (a thread pool may, when it schedules work), except once to bring back to
+    /// row-major the moments that [`crate::train_step`] kept in panels. Tensors of at least 16 Ki values
     /// are split recursively in halves between the threads of `par`; the update is
     /// element-wise, so the result is the same for any thread count.
     pub fn step(
@@ -241,6 +285,11 @@ impl<T: Float> Optimizer<T> {
     /// panel's rows as soon as they are updated and still in cache: the next forward pass then
     /// finds them ready instead of transposing the whole weight from memory. The values are the
     /// same either way.
+    ///
+    /// A layer whose backward pass kept its weight gradient in panels
+    /// (`SparseInput::take_panel_gradient`) is updated there instead ([`update_in_panels`]),
+    /// with its moments in the same layout, and its rows rewritten from the updated panels;
+    /// its slot in `grads` is not read.
     pub(crate) fn step_with_panels(
         &mut self,
         net: &mut Network<T>,
@@ -275,24 +324,35 @@ impl<T: Float> Optimizer<T> {
                 0 => Some(&mut **first),
                 _ => hidden.get_mut(l - 1),
             });
+            let weight_layout = layer_sparse
+                .as_deref()
+                .is_some_and(SparseInput::holds_panel_gradient)
+                .then_some((inputs, outputs));
+            self.set_moment_layout(2 * l, weight_layout);
+            if let Some(s) = layer_sparse.as_deref_mut()
+                && let Some((wt, gt)) = s.take_panel_gradient()
+            {
+                let (w, b) = layer.params_mut();
+                let count = outputs.div_ceil(PANEL);
+                let rows = Panels {
+                    inputs,
+                    outputs,
+                    first: 0,
+                    count,
+                };
+                let (m, v) = self.state.moments(2 * l);
+                update_in_panels(cfg, t, lr, w, gt, m, v, wt, rows, par);
+                let (m, v) = self.state.moments(2 * l + 1);
+                update_par(cfg, t, lr, b, g.bias(), m, v, par);
+                s.panels_refreshed(layer);
+                continue;
+            }
             let mut panels = layer_sparse
                 .as_deref_mut()
                 .and_then(|s| s.panels_to_refresh(inputs, outputs));
             let (w, b) = layer.params_mut();
             for (k, (p, grad)) in [(w, g.weight()), (b, g.bias())].into_iter().enumerate() {
-                let idx = 2 * l + k;
-                let m = self
-                    .state
-                    .first
-                    .get_mut(idx)
-                    .map(Vec::as_mut_slice)
-                    .unwrap_or_default();
-                let v = self
-                    .state
-                    .second
-                    .get_mut(idx)
-                    .map(Vec::as_mut_slice)
-                    .unwrap_or_default();
+                let (m, v) = self.state.moments(2 * l + k);
                 match panels.as_deref_mut() {
                     Some(wt) if k == 0 => {
                         let count = outputs.div_ceil(PANEL);
@@ -314,6 +374,23 @@ impl<T: Float> Optimizer<T> {
             }
         }
         Ok(())
+    }
+}
+
+impl<T> OptimizerState<T> {
+    /// Tensor `idx`'s first- and second-moment buffers (empty when unused).
+    fn moments(&mut self, idx: usize) -> (&mut [T], &mut [T]) {
+        let m = self
+            .first
+            .get_mut(idx)
+            .map(Vec::as_mut_slice)
+            .unwrap_or_default();
+        let v = self
+            .second
+            .get_mut(idx)
+            .map(Vec::as_mut_slice)
+            .unwrap_or_default();
+        (m, v)
     }
 }
 
@@ -440,6 +517,66 @@ fn update_panels<T: Float>(
         let (wp, wr) = wt.split_at_mut((inputs * PANEL).min(wt.len()));
         update_par(cfg, t, lr, pp, gp, mp, vp, Par::Seq);
         transpose_panels(pp, inputs, used, 0, 1, wp, Par::Seq);
+        (p, g, m, v, wt) = (pr, gr, mr, vr, wr);
+    }
+}
+
+/// [`update`] on a weight held in panels: `wt` (the panels of `W^T`), its gradient `g` and
+/// moments `m`, `v` all in that layout (`inputs x PANEL` values per panel); each panel is
+/// transposed into the weight's rows `p` (`[outputs, inputs]`) right after its update, so
+/// the layer's weight stays current. Panels are split between the threads of `par` as the
+/// backward pass splits them, so each thread updates the panels it summed while they are
+/// still in its core's cache. Padding past the last output stays zero (its gradient and
+/// moments are zero).
+#[allow(clippy::too_many_arguments)]
+fn update_in_panels<T: Float>(
+    cfg: OptimizerConfig,
+    t: u64,
+    lr: f64,
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    wt: &mut [T],
+    rows: Panels,
+    par: Par,
+) {
+    let Panels {
+        inputs,
+        outputs,
+        first,
+        count,
+    } = rows;
+    let size = inputs * PANEL;
+    if parallelism_degree(par) > 1 && count >= 2 {
+        let half = count / 2;
+        let len = (((first + half) * PANEL).min(outputs) - first * PANEL) * inputs;
+        let (pa, pb) = p.split_at_mut(len.min(p.len()));
+        let ((wa, ga, ma, va), (wb, gb, mb, vb)) = split_state(wt, g, m, v, half * size);
+        let a = Panels {
+            count: half,
+            ..rows
+        };
+        let b = Panels {
+            first: first + half,
+            count: count - half,
+            ..rows
+        };
+        join_raw(
+            |par| update_in_panels(cfg, t, lr, pa, ga, ma, va, wa, a, par),
+            |par| update_in_panels(cfg, t, lr, pb, gb, mb, vb, wb, b, par),
+            par,
+        );
+        return;
+    }
+    let (mut p, mut g, mut m, mut v, mut wt) = (p, g, m, v, wt);
+    for panel in first..first + count {
+        let used = (PANEL * (panel + 1)).min(outputs) - PANEL * panel;
+        let (pp, pr) = p.split_at_mut((used * inputs).min(p.len()));
+        let ((wp, gp, mp, vp), (wr, gr, mr, vr)) = split_state(wt, g, m, v, size);
+        update_par(cfg, t, lr, wp, gp, mp, vp, Par::Seq);
+        let (cells, _) = wp.as_chunks::<PANEL>();
+        panel_into_rows(cells, pp, inputs);
         (p, g, m, v, wt) = (pr, gr, mr, vr, wr);
     }
 }

@@ -363,6 +363,9 @@ pub(crate) struct SparseInput<T> {
     gt: AlignedVec<T>,
     /// Per panel, one block's slice of `delta` (`GRAD_BLOCK x PANEL`).
     dt: AlignedVec<T>,
+    /// Set by a backward pass that left the weight gradient in `gt` only (for the optimizer to
+    /// apply there: [`Self::take_panel_gradient`]) instead of transposing it into its rows.
+    gradient_in_panels: bool,
     /// Set through [`crate::Workspace::set_input_fixed`]: every input stays as it is.
     fixed: bool,
     /// While `fixed`: each input seen so far, compressed once (up to [`CACHE_BYTES`] in all),
@@ -378,6 +381,8 @@ pub(crate) struct SparseInput<T> {
     built_for: Option<InputKey>,
     /// Per-output constant of the forward pass (`b + c * rowsum(W)`).
     init: Vec<T>,
+    /// [`Self::affine_by_panels`]'s output: per panel, the batch's rows of [`PANEL`] values.
+    zt: AlignedVec<T>,
     /// The layer's [`Dense::version`] `wt` holds; `wt` is rebuilt when it changes.
     panels_version: Option<u64>,
     /// The version and background value `init` was computed for.
@@ -675,16 +680,105 @@ impl<T: Float> SparseInput<T> {
         split_rows(z, outputs, first_row, rows, par, &task);
     }
 
+    /// `z = x W^T + b` for all `rows` rows of the batch, as [`Self::affine_rows`] computes each
+    /// value, into a buffer read by [`Self::rows_from_panels`]; the panels are split between
+    /// the threads of `par` as the backward pass and the optimizer split them
+    /// ([`split_panels`]). In training, each thread then reads only the panels it summed and
+    /// updated in the last step, still in its core's cache, where a split by rows has every
+    /// thread read every panel, half of them from the other core.
+    pub(crate) fn affine_by_panels(
+        &mut self,
+        inputs: usize,
+        outputs: usize,
+        rows: usize,
+        par: Par,
+    ) {
+        if self.background.is_none() || outputs == 0 || inputs == 0 {
+            return;
+        }
+        let panels = outputs.div_ceil(PANEL);
+        let need = panels * rows * PANEL;
+        let mut zt = std::mem::take(&mut self.zt);
+        if zt.len() < need {
+            zt = AlignedVec::filled(need, T::from_f64(0.0));
+        }
+        let batch = self.current();
+        let task = Forward {
+            row_ptr: batch.row_ptr.get(..=rows).unwrap_or(&[]),
+            idx: &batch.idx,
+            val: &batch.val,
+            wt: &self.wt,
+            init: &self.init,
+            inputs,
+            outputs,
+        };
+        fn split<T: Float>(
+            task: &Forward<'_, T>,
+            zt: &mut [T],
+            first: usize,
+            count: usize,
+            par: Par,
+        ) {
+            if parallelism_degree(par) > 1 && count >= 2 {
+                let half = count / 2;
+                let rows = task.row_ptr.len().saturating_sub(1);
+                let (a, b) = zt.split_at_mut((half * rows * PANEL).min(zt.len()));
+                join_raw(
+                    |p| split(task, a, first, half, p),
+                    |p| split(task, b, first + half, count - half, p),
+                    par,
+                );
+                return;
+            }
+            pulp::Arch::new().dispatch(PanelForwardCall {
+                kernel: task,
+                first_panel: first,
+                zt,
+            });
+        }
+        split(&task, &mut zt[..need], 0, panels, par);
+        self.zt = zt;
+    }
+
+    /// Rows `first_row..` of the batch's `z` from [`Self::affine_by_panels`] (over `rows` rows)
+    /// into `z` (row-major, `outputs` wide).
+    pub(crate) fn rows_from_panels(
+        &self,
+        outputs: usize,
+        rows: usize,
+        first_row: usize,
+        z: &mut [T],
+    ) {
+        let (cells, _) = self.zt.as_chunks::<PANEL>();
+        for (o0, panel) in (0..outputs).step_by(PANEL).zip(cells.chunks(rows.max(1))) {
+            let w = PANEL.min(outputs - o0);
+            for (zrow, cell) in z
+                .chunks_exact_mut(outputs)
+                .zip(panel.get(first_row..).unwrap_or(&[]))
+            {
+                zrow[o0..o0 + w].copy_from_slice(&cell[..w]);
+            }
+        }
+    }
+
     /// The layer's weight gradient `delta^T x` into `grad` (row-major `[outputs, inputs]`) for the
     /// batch of the last [`Self::prepare`]; `bias_grad` is `colsum(delta)` (already computed).
+    ///
+    /// With `keep_in_panels`, when the panels of `W^T` are ready for an update (the forward
+    /// pass ran sparse on this layer's shape), the gradient stays in its panels for
+    /// [`Self::take_panel_gradient`] and `grad` is left as it was: the optimizer then updates
+    /// each panel on the thread that summed it, while it is still in that core's cache, and
+    /// the transposition into rows and the reading back of those rows are saved.
     pub(crate) fn weight_gradient(
         &mut self,
         delta: &[T],
         bias_grad: &[T],
         inputs: usize,
         grad: &mut [T],
+        keep_in_panels: bool,
         par: Par,
     ) {
+        self.gradient_in_panels = false;
         let outputs = bias_grad.len();
         let Some(c) = self.background else { return };
         if outputs == 0 || inputs == 0 {
@@ -740,6 +834,7 @@ impl<T: Float> SparseInput<T> {
             block_csc(&csr, inputs, 0, blocks, col_ptr, crow, cval, par);
         }
         *csc_ready = true;
+        let in_panels = keep_in_panels && self.wt.len() == self.gt.len();
         let task = Backward {
             col_ptr,
             crow,
@@ -750,6 +845,7 @@ impl<T: Float> SparseInput<T> {
             c,
             inputs,
             outputs,
+            into_rows: !in_panels,
         };
         split_panels(
             &mut self.gt,
@@ -761,7 +857,56 @@ impl<T: Float> SparseInput<T> {
             par,
             &task,
         );
+        self.gradient_in_panels = in_panels;
     }
+
+    /// Whether the last backward pass kept the weight gradient in panels (not yet applied).
+    pub(crate) fn holds_panel_gradient(&self) -> bool {
+        self.gradient_in_panels
+    }
+
+    /// Drops a weight gradient kept in panels that no step has applied.
+    pub(crate) fn forget_panel_gradient(&mut self) {
+        self.gradient_in_panels = false;
+    }
+
+    /// After a backward pass that kept the weight gradient in panels: the panels of `W^T`
+    /// (to update in place) and of the gradient, each [`PANEL`] outputs by `inputs`; the
+    /// gradient is handed out once. The panels count as stale until
+    /// [`Self::panels_refreshed`].
+    pub(crate) fn take_panel_gradient(&mut self) -> Option<(&mut [T], &[T])> {
+        if !std::mem::take(&mut self.gradient_in_panels) {
+            return None;
+        }
+        self.panels_version = None;
+        Some((&mut self.wt[..], &self.gt[..]))
+    }
+}
+
+/// `rows` (`[outputs, inputs]`, row-major) in the panel layout of [`SparseInput`]'s weight
+/// panels: `outputs.div_ceil(PANEL)` panels of `inputs x PANEL` values, zero past the last
+/// output. For optimizer moments kept beside the weight panels.
+pub(crate) fn rows_to_panel_layout<T: Float>(rows: &[T], inputs: usize, outputs: usize) -> Vec<T> {
+    let mut panels = vec![T::from_f64(0.0); outputs.div_ceil(PANEL) * inputs * PANEL];
+    transpose_into_panels(rows, inputs, outputs, &mut panels, Par::Seq);
+    panels
+}
+
+/// The inverse of [`rows_to_panel_layout`].
+pub(crate) fn panel_layout_to_rows<T: Float>(
+    panels: &[T],
+    inputs: usize,
+    outputs: usize,
+) -> Vec<T> {
+    let mut rows = vec![T::from_f64(0.0); outputs * inputs];
+    for (panel, block) in panels
+        .chunks_exact(inputs * PANEL)
+        .zip(rows.chunks_mut(PANEL * inputs.max(1)))
+    {
+        let (cells, _) = panel.as_chunks::<PANEL>();
+        panel_into_rows(cells, block, inputs);
+    }
+    rows
 }
 
 /// A compressed batch: rows `row_ptr[r]..row_ptr[r + 1]` of `idx`/`val` (absolute offsets).
@@ -1588,6 +1733,47 @@ impl<T: Float> pulp::WithSimd for ForwardCall<'_, '_, T> {
     }
 }
 
+/// Panels `first_panel..` of [`Forward`] for every row of its batch, each panel's rows
+/// into `zt` (one cell of [`PANEL`] values per row).
+struct PanelForwardCall<'k, 'a, T> {
+    kernel: &'k Forward<'a, T>,
+    first_panel: usize,
+    zt: &'k mut [T],
+}
+
+impl<T: Float> pulp::WithSimd for PanelForwardCall<'_, '_, T> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _simd: S) {
+        let zero = T::from_f64(0.0);
+        let k = self.kernel;
+        let lanes = group_lanes::<T, S>();
+        let (n, rows) = (k.outputs, k.row_ptr.len().saturating_sub(1));
+        let (zcells, _) = self.zt.as_chunks_mut::<PANEL>();
+        let size = k.inputs * PANEL;
+        for (p, zpanel) in (self.first_panel..).zip(zcells.chunks_mut(rows.max(1))) {
+            let o0 = p * PANEL;
+            let (Some(panel), Some(binit)) = (
+                k.wt.get(p * size..(p + 1) * size),
+                k.init.get(o0..(o0 + PANEL).min(n)),
+            ) else {
+                return;
+            };
+            let w = binit.len();
+            let mut init = [zero; PANEL];
+            init[..w].copy_from_slice(binit);
+            let (cells, _) = panel.as_chunks::<PANEL>();
+            for (cell, span) in zpanel.iter_mut().zip(k.row_ptr.windows(2)) {
+                let (s, e) = (span[0], span[1]);
+                let (Some(ix), Some(vs)) = (k.idx.get(s..e), k.val.get(s..e)) else {
+                    continue;
+                };
+                *cell = panel_dot(init, cells, ix, vs, lanes, w);
+            }
+        }
+    }
+}
+
 struct BackwardCall<'k, 'a, T> {
     kernel: &'k Backward<'a, T>,
     first_panel: usize,
@@ -1897,6 +2083,8 @@ struct Backward<'a, T> {
     c: T,
     inputs: usize,
     outputs: usize,
+    /// Whether the summed panels are transposed into the rows of `grad` at the end.
+    into_rows: bool,
 }
 
 impl<T: Float> PanelTask<T> for Backward<'_, T> {
@@ -1916,7 +2104,7 @@ impl<T: Float> Backward<'_, T> {
     /// [`GRAD_BLOCK`] rows, the block's `delta[:, panel]` is copied into a contiguous buffer
     /// and each input column `i` adds `sum over the block's rows b with x[b, i] != c of
     /// val * delta[b, panel]` (in registers, in a fixed order: [`panel_dot`]) to
-    /// `GT[i, panel]`; finally `GT` is transposed into `grad`.
+    /// `GT[i, panel]`; finally (if `into_rows`) `GT` is transposed into `grad`.
     #[inline(always)]
     fn kernel(&self, first_panel: usize, gt: &mut [T], dt: &mut [T], grad: &mut [T], lanes: usize) {
         let zero = T::from_f64(0.0);
@@ -1974,6 +2162,9 @@ impl<T: Float> Backward<'_, T> {
                 }
             }
         }
+        if !self.into_rows {
+            return;
+        }
         for (block, gw) in gt
             .chunks_exact(inputs * PANEL)
             .zip(grad.chunks_mut(PANEL * inputs))
@@ -1989,7 +2180,7 @@ impl<T: Float> Backward<'_, T> {
 /// row is written 8 values at a time instead of one value per cell (whose stride would be a
 /// whole cell).
 #[inline(always)]
-fn panel_into_rows<T: Float>(cells: &[[T; PANEL]], rows: &mut [T], inputs: usize) {
+pub(crate) fn panel_into_rows<T: Float>(cells: &[[T; PANEL]], rows: &mut [T], inputs: usize) {
     #[cfg(target_arch = "x86_64")]
     if let (Some(c), Some(r), Some(simd)) = (
         T::as_f32_slice(cells.as_flattened()),
@@ -2083,6 +2274,23 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Optimizer moments move between the layouts without loss: rows into panels is the
+    /// weight's transposition into panels, and back gives the rows bit for bit.
+    #[test]
+    fn panel_layout_round_trips() {
+        for (inputs, outputs) in [(7usize, 5usize), (40, 48), (784, 100), (13, 400)] {
+            let rows: Vec<f32> = (0..outputs * inputs)
+                .map(|v| v as f32 * 0.37 - 9.0)
+                .collect();
+            let panels = rows_to_panel_layout(&rows, inputs, outputs);
+            let mut wt = vec![0.0f32; outputs.div_ceil(PANEL) * inputs * PANEL];
+            transpose_into_panels(&rows, inputs, outputs, &mut wt, Par::Seq);
+            assert!(panels == wt, "{outputs} x {inputs}: panels");
+            let back = panel_layout_to_rows(&panels, inputs, outputs);
+            assert!(back == rows, "{outputs} x {inputs}: back to rows");
         }
     }
 

@@ -13,7 +13,7 @@ use crate::rows::{
     ChunkSlots, Rows, RowsMut, chunk_count, column_sums, column_sums_by_chunks, for_chunks,
     for_chunks_with_product,
 };
-use crate::sparse::{MIN_BATCH, SparseRows};
+use crate::sparse::{MIN_BATCH, SparseInput, SparseRows};
 use crate::workspace::LayerBuffers;
 use crate::{
     Architecture, CoreError, Float, Loss, Network, Optimizer, OptimizerConfig, OutputHead,
@@ -233,11 +233,17 @@ pub fn compute_gradients<T: Float>(
         rng,
         par,
         first_active,
+        false,
     ))
 }
 
 /// [`compute_gradients`] once its inputs are checked (`first_active`: the lowest trainable
 /// layer). `x` is unused when `train_step_rows` has prepared the first layer's input.
+///
+/// `update_follows`: the optimizer step comes right after, from [`step_if_finite`]. Then a
+/// layer whose input ran sparse keeps its weight gradient in panels, where the optimizer
+/// applies it (see `SparseInput::weight_gradient`), and its slot in `grads` is left as it
+/// was; not under L2, whose term is added to the rows.
 #[allow(clippy::too_many_arguments)]
 fn gradients_of_checked<T: Float>(
     net: &Network<T>,
@@ -250,6 +256,7 @@ fn gradients_of_checked<T: Float>(
     rng: &mut ChaCha8Rng,
     par: Par,
     first_active: Option<usize>,
+    update_follows: bool,
 ) -> f64 {
     // A few examples are not worth waking other threads for (results are the same either way).
     let par = step_par(batch, par);
@@ -299,6 +306,12 @@ fn gradients_of_checked<T: Float>(
     for g in grads.layers.iter_mut() {
         g.active = false;
     }
+    // A gradient left in panels by an earlier pass is never applied by a later step.
+    sparse.forget_panel_gradient();
+    hidden_sparse
+        .iter_mut()
+        .for_each(SparseInput::forget_panel_gradient);
+    let keep_in_panels = update_follows && opts.l2 == 0.0;
     for l in (first_needed..n).rev() {
         let layer = &net.layers()[l];
         let (inp, out) = (layer.inputs(), layer.outputs());
@@ -329,7 +342,7 @@ fn gradients_of_checked<T: Float>(
             .filter(|sp| sp.background.is_some())
             {
                 // dW = delta^T X as a scatter-add of the non-zero inputs (+ rank-1 term).
-                sp.weight_gradient(delta, &g.bias, inp, &mut g.weight, par);
+                sp.weight_gradient(delta, &g.bias, inp, &mut g.weight, keep_in_panels, par);
             } else {
                 let shape = (batch, out, inp);
                 dense_weight_gradient(delta, input, shape, &mut g.weight, partial_grads, par);
@@ -434,6 +447,11 @@ fn delta_t_x<T: Float>(
 /// same as from [`compute_gradients`] + [`Optimizer::step`] (up to the sign of a weight or
 /// bias that is exactly zero, and except that a non-finite input value leaves the rows of
 /// zero-delta units alone instead of filling them with NaN); `grads` is then left as it was.
+///
+/// Without L2, the weight gradient of a layer whose input ran sparse is applied where the
+/// backward pass summed it (in the panels of `W^T`, on the thread that summed each panel)
+/// and is not written to `grads`: that layer's weight slot is left as it was. The parameters
+/// are the same bit for bit (the update is element-wise); only where it runs changes.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<T: Float>(
     net: &mut Network<T>,
@@ -460,7 +478,20 @@ pub fn train_step<T: Float>(
         }
         return Ok(loss);
     }
-    let loss = compute_gradients(net, ws, grads, x, labels, batch, opts, rng, par)?;
+    let first_active = check_train_inputs(net, ws, grads, x, labels, batch, opts)?;
+    let loss = gradients_of_checked(
+        net,
+        ws,
+        grads,
+        x,
+        labels,
+        batch,
+        opts,
+        rng,
+        par,
+        first_active,
+        true,
+    );
     step_if_finite(net, ws, grads, optimizer, loss, lr, batch, par)?;
     Ok(loss)
 }
@@ -565,6 +596,7 @@ pub fn train_step_rows<T: Float>(
         rng,
         par,
         first_active,
+        true,
     );
     ws.first_input_prepared = false;
     step_if_finite(net, ws, grads, optimizer, loss, lr, batch, par)?;

@@ -6,7 +6,7 @@
 use faer::Par;
 use mnist_core::{
     Activation, Architecture, BiasInit, Gradients, InputPath, LayerInit, Loss, Network, Optimizer,
-    OptimizerConfig, OutputHead, SparseRows, TrainOptions, WeightInit, apply_max_norm,
+    OptimizerConfig, OutputHead, SparseRows, TrainOptions, WeightInit, Workspace, apply_max_norm,
     compute_gradients, evaluate, train_step, train_step_rows,
 };
 use mnist_dataset::{DataSources, Mnist, Normalization, Preprocessing};
@@ -873,4 +873,94 @@ fn a_batch_with_its_own_background_is_gathered() {
         )
     };
     assert_eq!(run(true), run(false));
+}
+
+/// Without L2, `train_step` applies a sparse layer's weight gradient in its panels (moments
+/// held in the panel layout between steps). Against `compute_gradients` + `Optimizer::step`
+/// (gradient rows, row-major moments) on the same batches: the same losses, parameters and
+/// exported optimizer state, bit for bit, for every update rule, on 1 and 2 threads; and a run
+/// resumed from the exported state continues identically.
+#[test]
+fn updates_in_panels_match_gradients_then_step() {
+    let m = mnist();
+    let (set, labels) = batch(&m, &Preprocessing::SCALE, 0, 64 * 5);
+    let opts = TrainOptions {
+        keep_prob: vec![0.6, 0.8],
+        ..TrainOptions::new(Loss::CrossEntropy)
+    };
+    let configs = [
+        OptimizerConfig::Sgd,
+        OptimizerConfig::Momentum {
+            momentum: 0.9,
+            nesterov: true,
+        },
+        OptimizerConfig::adam(),
+        OptimizerConfig::RmsProp {
+            alpha: 0.99,
+            epsilon: 1e-8,
+        },
+    ];
+    type Trainer = (
+        Network<f32>,
+        Workspace<f32>,
+        Gradients<f32>,
+        Optimizer<f32>,
+        ChaCha8Rng,
+    );
+    let start = |config: OptimizerConfig| -> Trainer {
+        let net = nets().remove(2);
+        let ws = net.workspace(64);
+        let grads = Gradients::new(net.architecture());
+        let opt = Optimizer::new(config, &net).unwrap();
+        (net, ws, grads, opt, ChaCha8Rng::seed_from_u64(5))
+    };
+    let step = |t: &mut Trainer, b: usize, fused: bool, par: Par| -> u64 {
+        let (net, ws, grads, opt, rng) = t;
+        let (x, y) = (
+            &set[b * 64 * 784..(b + 1) * 64 * 784],
+            &labels[b * 64..(b + 1) * 64],
+        );
+        let loss = if fused {
+            train_step(net, ws, grads, opt, x, y, 64, &opts, 1e-3, rng, par).unwrap()
+        } else {
+            let loss = compute_gradients(net, ws, grads, x, y, 64, &opts, rng, par).unwrap();
+            opt.step(net, grads, 1e-3, par).unwrap();
+            loss
+        };
+        assert!(ws.layer_input_was_sparse(0));
+        loss.to_bits()
+    };
+    let params = |net: &Network<f32>| -> Vec<u32> {
+        net.layers()
+            .iter()
+            .flat_map(|l| l.weight_slice().iter().chain(l.bias()).map(|v| v.to_bits()))
+            .collect()
+    };
+    for config in configs {
+        for par in [Par::Seq, Par::rayon(2)] {
+            let what = format!("{config:?} {par:?}");
+            let (mut fused, mut plain) = (start(config), start(config));
+            for b in 0..3 {
+                assert_eq!(
+                    step(&mut fused, b, true, par),
+                    step(&mut plain, b, false, par)
+                );
+            }
+            assert_eq!(params(&fused.0), params(&plain.0), "{what}: parameters");
+            assert_eq!(fused.3.state(), plain.3.state(), "{what}: optimizer state");
+            // Resumed from the exported state (row-major), the run goes on as before.
+            let mut resumed = start(config);
+            resumed.0 = fused.0.clone();
+            resumed.3 = Optimizer::from_state(config, fused.3.state(), &resumed.0).unwrap();
+            resumed.4 = fused.4.clone();
+            for b in 3..5 {
+                let expected = step(&mut fused, b, true, par);
+                assert_eq!(step(&mut resumed, b, true, par), expected, "{what}: loss");
+                assert_eq!(step(&mut plain, b, false, par), expected, "{what}: loss");
+            }
+            assert_eq!(params(&resumed.0), params(&fused.0), "{what}: resumed");
+            assert_eq!(params(&plain.0), params(&fused.0), "{what}: plain");
+            assert_eq!(resumed.3.state(), plain.3.state(), "{what}: resumed state");
+        }
+    }
 }

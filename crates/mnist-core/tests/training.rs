@@ -204,7 +204,7 @@ fn checkpoint_resume_is_bit_identical() {
     }
     // Checkpoint: model bytes, optimizer state, schedule, RNG state, step counter, all via JSON.
     let model = to_safetensors_bytes(&first.net, &Default::default()).unwrap();
-    let opt_json = serde_json::to_string(first.opt.state()).unwrap();
+    let opt_json = serde_json::to_string(&first.opt.state()).unwrap();
     let rng_json = serde_json::to_string(&RngState::capture(&first.rng)).unwrap();
     let sched_json = serde_json::to_string(&first.schedule).unwrap();
     let step = first.step;
