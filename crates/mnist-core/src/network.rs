@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::dense::gemm_rows_are_independent;
 use crate::dropout::{MaskKey, apply_keyed_mask};
 use crate::rows::{Rows, RowsMut, for_chunks_with_product};
-use crate::sparse::{InputPath, MIN_HIDDEN_SPARSE_WEIGHTS};
+use crate::sparse::{InputPath, MAX_PANEL_SPLIT_ROWS, MIN_HIDDEN_SPARSE_WEIGHTS};
 use crate::{Architecture, ArchitectureError, CoreError, Dense, Float, LayerInit, Workspace, init};
 
 /// A fully connected network over scalar `T` (`f32` or `f64`).
@@ -313,8 +313,12 @@ impl<T: Float> Network<T> {
                 sparse.prepare_affine(layer, par);
             }
             // In training the panels are split between threads as the optimizer updated them
-            // (see `SparseInput::affine_by_panels`); evaluation splits the rows.
-            let by_panels = sparse_input && train.is_some() && parallelism_degree(par) > 1;
+            // (see `SparseInput::affine_by_panels`); evaluation, and batches too large for
+            // each thread to read them all, split the rows.
+            let by_panels = sparse_input
+                && train.is_some()
+                && parallelism_degree(par) > 1
+                && batch <= MAX_PANEL_SPLIT_ROWS;
             if by_panels {
                 sparse.affine_by_panels(inputs, width, batch, par);
             }
