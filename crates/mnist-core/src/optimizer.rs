@@ -36,8 +36,8 @@ use faer::utils::thread::{join_raw, parallelism_degree};
 use serde::{Deserialize, Serialize};
 
 use crate::sparse::{
-    PANEL, SparseInput, panel_into_rows, panel_layout_to_rows, rows_to_panel_layout,
-    transpose_panels,
+    PANEL, SparseInput, panel_into_rows, panel_layout_len, panel_layout_to_rows,
+    panels_in_first_half, rows_to_panel_layout, transpose_panels,
 };
 use crate::{CoreError, Float, Gradients, Network};
 
@@ -149,8 +149,9 @@ pub struct OptimizerState<T> {
     pub second: Vec<Vec<T>>,
 }
 
-/// An update rule with its state.
-#[derive(Debug, Clone, PartialEq)]
+/// An update rule with its state. Two optimizers are equal when their configurations and
+/// their (row-major) states are, whatever layout each holds its moments in.
+#[derive(Debug, Clone)]
 pub struct Optimizer<T> {
     config: OptimizerConfig,
     state: OptimizerState<T>,
@@ -158,6 +159,14 @@ pub struct Optimizer<T> {
     /// the panel layout of a weight `[outputs, inputs]` (see [`update_in_panels`]), beside
     /// the weight's panels; [`Self::state`] gives them row-major.
     panel_moments: Vec<Option<(usize, usize)>>,
+    /// The source of a layout conversion (grown once to the largest tensor converted).
+    scratch: Vec<T>,
+}
+
+impl<T: Float> PartialEq for Optimizer<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.config == other.config && self.state() == other.state()
+    }
 }
 
 impl<T: Float> Optimizer<T> {
@@ -188,6 +197,7 @@ impl<T: Float> Optimizer<T> {
                 second: buffers(second),
             },
             panel_moments: vec![None; 2 * net.num_layers()],
+            scratch: Vec::new(),
         })
     }
 
@@ -210,6 +220,7 @@ impl<T: Float> Optimizer<T> {
             config,
             state,
             panel_moments: fresh.panel_moments,
+            scratch: Vec::new(),
         })
     }
 
@@ -221,6 +232,11 @@ impl<T: Float> Optimizer<T> {
     /// Counts a step whose update was applied elsewhere (the fused single-example SGD step).
     pub(crate) fn count_step(&mut self) {
         self.state.step += 1;
+    }
+
+    /// Steps taken (Adam's `t` after the last step).
+    pub fn steps(&self) -> u64 {
+        self.state.step
     }
 
     /// A copy of the state, for checkpoints, with every buffer row-major as
@@ -240,7 +256,8 @@ impl<T: Float> Optimizer<T> {
 
     /// Holds tensor `idx`'s moment buffers in the panel layout of a weight
     /// `[outputs, inputs]` (`Some((inputs, outputs))`) or row-major (`None`), converting them
-    /// when they are held the other way (which allocates; a run converts once).
+    /// in place when they are held the other way. Only the first conversion of a tensor
+    /// allocates (the buffer keeps the padded capacity, `scratch` the largest size).
     fn set_moment_layout(&mut self, idx: usize, layout: Option<(usize, usize)>) {
         let Some(held) = self.panel_moments.get_mut(idx) else {
             return;
@@ -249,25 +266,33 @@ impl<T: Float> Optimizer<T> {
             return;
         }
         let from = std::mem::replace(held, layout);
+        let zero = T::from_f64(0.0);
         for buffers in [&mut self.state.first, &mut self.state.second] {
             let Some(buf) = buffers.get_mut(idx).filter(|b| !b.is_empty()) else {
                 continue;
             };
-            let rows = match from {
-                Some((inputs, outputs)) => panel_layout_to_rows(buf, inputs, outputs),
-                None => std::mem::take(buf),
-            };
-            *buf = match layout {
-                Some((inputs, outputs)) => rows_to_panel_layout(&rows, inputs, outputs),
-                None => rows,
-            };
+            self.scratch.clear();
+            self.scratch.extend_from_slice(buf);
+            match (from, layout) {
+                (None, Some((inputs, outputs))) => {
+                    buf.resize(panel_layout_len(inputs, outputs), zero);
+                    rows_to_panel_layout(&self.scratch, inputs, outputs, buf);
+                }
+                (Some((inputs, outputs)), None) => {
+                    buf.truncate(outputs * inputs);
+                    panel_layout_to_rows(&self.scratch, inputs, buf);
+                }
+                // One layer's tensor has one shape: never from one panel layout to another.
+                _ => {}
+            }
         }
     }
 
     /// Applies one update with learning rate `lr` to every layer whose gradient is active
     /// (frozen layers are skipped). Increments the step count. With `Par::Seq` it does not
-    /// allocate (a thread pool may, when it schedules work), except once to bring back to
-    /// row-major the moments that [`crate::train_step`] kept in panels. Tensors of at least 16 Ki values
+    /// allocate (a thread pool may, when it schedules work), except the first time it brings
+    /// back to row-major the moments that [`crate::train_step`] kept in panels. Tensors of at
+    /// least 16 Ki values
     /// are split recursively in halves between the threads of `par`; the update is
     /// element-wise, so the result is the same for any thread count.
     pub fn step(
@@ -330,7 +355,7 @@ impl<T: Float> Optimizer<T> {
                 .then_some((inputs, outputs));
             self.set_moment_layout(2 * l, weight_layout);
             if let Some(s) = layer_sparse.as_deref_mut()
-                && let Some((wt, gt)) = s.take_panel_gradient()
+                && let Some((wt, gt)) = s.take_panel_gradient(layer)
             {
                 let (w, b) = layer.params_mut();
                 let count = outputs.div_ceil(PANEL);
@@ -489,7 +514,7 @@ fn update_panels<T: Float>(
         count,
     } = rows;
     if parallelism_degree(par) > 1 && count >= 2 {
-        let half = count / 2;
+        let half = panels_in_first_half(count);
         let len = (((first + half) * PANEL).min(outputs) - first * PANEL) * inputs;
         let ((pa, ga, ma, va), (pb, gb, mb, vb)) = split_state(p, g, m, v, len);
         let (wa, wb) = wt.split_at_mut((half * inputs * PANEL).min(wt.len()));
@@ -549,7 +574,7 @@ fn update_in_panels<T: Float>(
     } = rows;
     let size = inputs * PANEL;
     if parallelism_degree(par) > 1 && count >= 2 {
-        let half = count / 2;
+        let half = panels_in_first_half(count);
         let len = (((first + half) * PANEL).min(outputs) - first * PANEL) * inputs;
         let (pa, pb) = p.split_at_mut(len.min(p.len()));
         let ((wa, ga, ma, va), (wb, gb, mb, vb)) = split_state(wt, g, m, v, half * size);

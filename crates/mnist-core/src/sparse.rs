@@ -16,15 +16,19 @@
 //! block-CSC the backward pass builds. Both kernels work on `W^T` in
 //! panels of [`PANEL`] outputs (panel `p` holds `inputs x PANEL` values, rows contiguous), so
 //! each non-zero input reads or updates one contiguous run of `PANEL` values in a panel that
-//! stays in L2; the weight itself stays `[out, in]` (it is transposed into the panels when its
-//! [`Dense::version`] changed, usually by the optimizer right after it updates each panel's
-//! rows, and the gradient panels are transposed back). Each row's non-zeros are read once from memory
-//! and then serve every panel from L1.
+//! stays in L2; the layer's weight itself stays `[out, in]` in [`Dense`], always current. The
+//! panels are rebuilt from it when its [`Dense::version`] changed. In `train_step` (without
+//! L2) the gradient stays in its panels and the optimizer updates the panels in place, on the
+//! thread that summed each, then rewrites the weight's rows from them
+//! ([`SparseInput::take_panel_gradient`]); otherwise the gradient panels are transposed into
+//! rows, and the optimizer writes each updated panel's rows into the panels. Each row's
+//! non-zeros are read once from memory and then serve every panel from L1.
 //!
-//! Determinism: the forward pass splits the batch by rows and the backward pass by panels, and
-//! each output value is reduced in the same order whatever the split (the backward pass adds
-//! the blocks of rows in order), so results do not depend on the thread count. They equal the dense
-//! path's up to float rounding (different summation order, and `x - c` rounded).
+//! Determinism: the forward pass splits the batch by rows (by panels in training, for batches
+//! up to [`MAX_PANEL_SPLIT_ROWS`]) and the backward pass by panels, and each output value is
+//! reduced in the same order whatever the split (the backward pass adds the blocks of rows in
+//! order), so results do not depend on the thread count. They equal the dense path's up to
+//! float rounding (different summation order, and `x - c` rounded).
 
 use faer::Par;
 use faer::utils::thread::{join_raw, parallelism_degree};
@@ -726,7 +730,7 @@ impl<T: Float> SparseInput<T> {
             par: Par,
         ) {
             if parallelism_degree(par) > 1 && count >= 2 {
-                let half = count / 2;
+                let half = panels_in_first_half(count);
                 let rows = task.row_ptr.len().saturating_sub(1);
                 let (a, b) = zt.split_at_mut((half * rows * PANEL).min(zt.len()));
                 join_raw(
@@ -770,8 +774,8 @@ impl<T: Float> SparseInput<T> {
     /// The layer's weight gradient `delta^T x` into `grad` (row-major `[outputs, inputs]`) for the
     /// batch of the last [`Self::prepare`]; `bias_grad` is `colsum(delta)` (already computed).
     ///
-    /// With `keep_in_panels`, when the panels of `W^T` are ready for an update (the forward
-    /// pass ran sparse on this layer's shape), the gradient stays in its panels for
+    /// With `keep_in_panels`, when the panels of `W^T` have this layer's shape (the forward
+    /// pass ran sparse on it), the gradient stays in its panels for
     /// [`Self::take_panel_gradient`] and `grad` is left as it was: the optimizer then updates
     /// each panel on the thread that summed it, while it is still in that core's cache, and
     /// the transposition into rows and the reading back of those rows are saved.
@@ -877,34 +881,47 @@ impl<T: Float> SparseInput<T> {
     }
 
     /// After a backward pass that kept the weight gradient in panels: the panels of `W^T`
-    /// (to update in place) and of the gradient, each [`PANEL`] outputs by `inputs`; the
-    /// gradient is handed out once. The panels count as stale until
-    /// [`Self::panels_refreshed`].
-    pub(crate) fn take_panel_gradient(&mut self) -> Option<(&mut [T], &[T])> {
+    /// (to update in place; rebuilt from `layer` first unless they hold its current weight)
+    /// and of the gradient, each [`PANEL`] outputs by `inputs`; the gradient is handed out
+    /// once. The panels count as stale until [`Self::panels_refreshed`].
+    pub(crate) fn take_panel_gradient(&mut self, layer: &Dense<T>) -> Option<(&mut [T], &[T])> {
         if !std::mem::take(&mut self.gradient_in_panels) {
             return None;
+        }
+        if self.panels_version != Some(layer.version()) {
+            transpose_into_panels(
+                layer.weight_slice(),
+                layer.inputs(),
+                layer.outputs(),
+                &mut self.wt,
+                Par::Seq,
+            );
         }
         self.panels_version = None;
         Some((&mut self.wt[..], &self.gt[..]))
     }
 }
 
-/// `rows` (`[outputs, inputs]`, row-major) in the panel layout of [`SparseInput`]'s weight
-/// panels: `outputs.div_ceil(PANEL)` panels of `inputs x PANEL` values, zero past the last
-/// output. For optimizer moments kept beside the weight panels.
-pub(crate) fn rows_to_panel_layout<T: Float>(rows: &[T], inputs: usize, outputs: usize) -> Vec<T> {
-    let mut panels = vec![T::from_f64(0.0); outputs.div_ceil(PANEL) * inputs * PANEL];
-    transpose_into_panels(rows, inputs, outputs, &mut panels, Par::Seq);
-    panels
+/// Values of a weight `[outputs, inputs]` in the panel layout of [`SparseInput`]'s panels.
+pub(crate) fn panel_layout_len(inputs: usize, outputs: usize) -> usize {
+    outputs.div_ceil(PANEL) * inputs * PANEL
 }
 
-/// The inverse of [`rows_to_panel_layout`].
-pub(crate) fn panel_layout_to_rows<T: Float>(
-    panels: &[T],
+/// `rows` (`[outputs, inputs]`, row-major) into `panels` in the layout of [`SparseInput`]'s
+/// weight panels ([`panel_layout_len`] values: `inputs x PANEL` per panel, zero past the last
+/// output). For optimizer moments kept beside the weight panels.
+pub(crate) fn rows_to_panel_layout<T: Float>(
+    rows: &[T],
     inputs: usize,
     outputs: usize,
-) -> Vec<T> {
-    let mut rows = vec![T::from_f64(0.0); outputs * inputs];
+    panels: &mut [T],
+) {
+    panels.fill(T::from_f64(0.0));
+    transpose_into_panels(rows, inputs, outputs, panels, Par::Seq);
+}
+
+/// The inverse of [`rows_to_panel_layout`]: `panels` back into `rows` (`outputs * inputs`).
+pub(crate) fn panel_layout_to_rows<T: Float>(panels: &[T], inputs: usize, rows: &mut [T]) {
     for (panel, block) in panels
         .chunks_exact(inputs * PANEL)
         .zip(rows.chunks_mut(PANEL * inputs.max(1)))
@@ -912,7 +929,6 @@ pub(crate) fn panel_layout_to_rows<T: Float>(
         let (cells, _) = panel.as_chunks::<PANEL>();
         panel_into_rows(cells, block, inputs);
     }
-    rows
 }
 
 /// A compressed batch: rows `row_ptr[r]..row_ptr[r + 1]` of `idx`/`val` (absolute offsets).
@@ -1554,7 +1570,7 @@ pub(crate) fn transpose_panels<T: Float>(
     par: Par,
 ) {
     if parallelism_degree(par) > 1 && panels >= 2 {
-        let half = panels / 2;
+        let half = panels_in_first_half(panels);
         let (a, b) = wt.split_at_mut((half * inputs * PANEL).min(wt.len()));
         join_raw(
             |p| transpose_panels(weight, inputs, outputs, first, half, a, p),
@@ -1659,6 +1675,15 @@ fn rows_into_panel<T: Float>(rows: &[T], inputs: usize, panel: &mut [T]) {
     }
 }
 
+/// How every pass split by panels divides `count` panels between the two sides of a hand-off
+/// (recursively, while `par` has threads to spare, and at least 2 panels). One rule for all:
+/// in training each thread then meets the same panels in the forward pass
+/// ([`SparseInput::affine_by_panels`]), the backward pass ([`split_panels`]) and the
+/// optimizer's update in panels, so they stay in its core's cache.
+pub(crate) fn panels_in_first_half(count: usize) -> usize {
+    count / 2
+}
+
 /// A piece of work over consecutive rows (forward) or panels (backward).
 trait RowTask<T>: Sync {
     fn run(&self, first_row: usize, out: &mut [T]);
@@ -1709,7 +1734,7 @@ fn split_panels<T: Float, K: PanelTask<T>>(
         task.run(first, gt, dt, grad);
         return;
     }
-    let half = panels / 2;
+    let half = panels_in_first_half(panels);
     let (ga, gb) = gt.split_at_mut((half * inputs * PANEL).min(gt.len()));
     let (da, db) = dt.split_at_mut((half * GRAD_BLOCK * PANEL).min(dt.len()));
     let (wa, wb) = grad.split_at_mut((half * PANEL * inputs).min(grad.len()));
@@ -1751,24 +1776,14 @@ impl<T: Float> pulp::WithSimd for PanelForwardCall<'_, '_, T> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
-        let zero = T::from_f64(0.0);
         let k = self.kernel;
         let lanes = group_lanes::<T, S>();
-        let (n, rows) = (k.outputs, k.row_ptr.len().saturating_sub(1));
+        let rows = k.row_ptr.len().saturating_sub(1);
         let (zcells, _) = self.zt.as_chunks_mut::<PANEL>();
-        let size = k.inputs * PANEL;
         for (p, zpanel) in (self.first_panel..).zip(zcells.chunks_mut(rows.max(1))) {
-            let o0 = p * PANEL;
-            let (Some(panel), Some(binit)) = (
-                k.wt.get(p * size..(p + 1) * size),
-                k.init.get(o0..(o0 + PANEL).min(n)),
-            ) else {
+            let Some((cells, init, w)) = k.panel(p) else {
                 return;
             };
-            let w = binit.len();
-            let mut init = [zero; PANEL];
-            init[..w].copy_from_slice(binit);
-            let (cells, _) = panel.as_chunks::<PANEL>();
             for (cell, span) in zpanel.iter_mut().zip(k.row_ptr.windows(2)) {
                 let (s, e) = (span[0], span[1]);
                 let (Some(ix), Some(vs)) = (k.idx.get(s..e), k.val.get(s..e)) else {
@@ -1822,13 +1837,28 @@ impl<T: Float> RowTask<T> for Forward<'_, T> {
     }
 }
 
+/// A weight panel's cells, its outputs' constants and its number of outputs.
+type PanelView<'a, T> = (&'a [[T; PANEL]], [T; PANEL], usize);
+
 impl<T: Float> Forward<'_, T> {
+    /// Panel `p`: its cells (one per input), its outputs' constants (zero past the last
+    /// output) and how many outputs it has.
+    #[inline(always)]
+    fn panel(&self, p: usize) -> Option<PanelView<'_, T>> {
+        let size = self.inputs * PANEL;
+        let o0 = p * PANEL;
+        let panel = self.wt.get(p * size..(p + 1) * size)?;
+        let binit = self.init.get(o0..(o0 + PANEL).min(self.outputs))?;
+        let mut init = [T::from_f64(0.0); PANEL];
+        init[..binit.len()].copy_from_slice(binit);
+        Some((panel.as_chunks::<PANEL>().0, init, binit.len()))
+    }
+
     /// For each block of rows, each panel, each row: `acc = init + sum_k val_k * WT[idx_k,
     /// panel]` ([`panel_dot`]: several accumulators hide the FMA latency). A block's non-zeros
     /// are read from memory once and stay in cache for the other panels.
     #[inline(always)]
     fn kernel(&self, first_row: usize, out: &mut [T], lanes: usize) {
-        let zero = T::from_f64(0.0);
         let n = self.outputs;
         let rows = out.len() / n;
         let ptrs = self
@@ -1842,16 +1872,11 @@ impl<T: Float> Forward<'_, T> {
             else {
                 break;
             };
-            for ((panel, binit), o0) in self
-                .wt
-                .chunks_exact(self.inputs * PANEL)
-                .zip(self.init.chunks(PANEL))
-                .zip((0..n).step_by(PANEL))
-            {
-                let mut init = [zero; PANEL];
-                init[..binit.len()].copy_from_slice(binit);
-                let (cells, _) = panel.as_chunks::<PANEL>();
-                let w = binit.len();
+            for p in 0..n.div_ceil(PANEL) {
+                let Some((cells, init, w)) = self.panel(p) else {
+                    break;
+                };
+                let o0 = p * PANEL;
                 for (orow, span) in oblock.chunks_exact_mut(n).zip(pblock.windows(2)) {
                     let (s, e) = (span[0], span[1]);
                     let (Some(ix), Some(vs)) = (self.idx.get(s..e), self.val.get(s..e)) else {
@@ -2291,11 +2316,14 @@ mod tests {
             let rows: Vec<f32> = (0..outputs * inputs)
                 .map(|v| v as f32 * 0.37 - 9.0)
                 .collect();
-            let panels = rows_to_panel_layout(&rows, inputs, outputs);
+            // Garbage first: the padding past the last output must come out zero.
+            let mut panels = vec![f32::NAN; panel_layout_len(inputs, outputs)];
+            rows_to_panel_layout(&rows, inputs, outputs, &mut panels);
             let mut wt = vec![0.0f32; outputs.div_ceil(PANEL) * inputs * PANEL];
             transpose_into_panels(&rows, inputs, outputs, &mut wt, Par::Seq);
             assert!(panels == wt, "{outputs} x {inputs}: panels");
-            let back = panel_layout_to_rows(&panels, inputs, outputs);
+            let mut back = vec![f32::NAN; outputs * inputs];
+            panel_layout_to_rows(&panels, inputs, &mut back);
             assert!(back == rows, "{outputs} x {inputs}: back to rows");
         }
     }

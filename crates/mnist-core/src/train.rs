@@ -434,8 +434,10 @@ fn delta_t_x<T: Float>(
     );
 }
 
-/// One optimisation step: [`compute_gradients`] then [`Optimizer::step`] with learning rate
-/// `lr`. Returns the batch loss (data + L2). Does not allocate once warm.
+/// One optimisation step: the gradients (as [`compute_gradients`]), then the update (as
+/// [`Optimizer::step`]) with learning rate `lr`. Returns the batch loss (data + L2). Does not
+/// allocate once warm (the first step of a layer on sparse input converts its optimizer
+/// moments to the panel layout once).
 ///
 /// A non-finite loss leaves the parameters (and the optimizer's step count) untouched, so the
 /// caller can stop with the last finite model.
@@ -450,8 +452,10 @@ fn delta_t_x<T: Float>(
 ///
 /// Without L2, the weight gradient of a layer whose input ran sparse is applied where the
 /// backward pass summed it (in the panels of `W^T`, on the thread that summed each panel)
-/// and is not written to `grads`: that layer's weight slot is left as it was. The parameters
-/// are the same bit for bit (the update is element-wise); only where it runs changes.
+/// and is not written to `grads`: that layer's weight slot is left as it was (its bias slot
+/// and the other layers' slots hold this step's gradients). The parameters are the same bit
+/// for bit (the update is element-wise); only where it runs changes. To read or modify
+/// every gradient before the update, call [`compute_gradients`] and [`Optimizer::step`].
 #[allow(clippy::too_many_arguments)]
 pub fn train_step<T: Float>(
     net: &mut Network<T>,
@@ -479,6 +483,8 @@ pub fn train_step<T: Float>(
         return Ok(loss);
     }
     let first_active = check_train_inputs(net, ws, grads, x, labels, batch, opts)?;
+    // Checked before the gradients: a sparse layer's weight gradient lives only until the step.
+    check_learning_rate(lr)?;
     let loss = gradients_of_checked(
         net,
         ws,
@@ -548,6 +554,7 @@ pub fn train_step_rows<T: Float>(
     }
     net.check_batch_size(ws, batch)?;
     let first_active = check_step_inputs(net, grads, labels, batch, opts)?;
+    check_learning_rate(lr)?;
     // Batches of one keep the fused SGD path, which reads the dense row. A batch whose first
     // value differs from a non-zero background of the set could choose another background
     // when gathered (0 or that value), so it is gathered.

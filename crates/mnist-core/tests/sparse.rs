@@ -878,16 +878,13 @@ fn a_batch_with_its_own_background_is_gathered() {
 /// Without L2, `train_step` applies a sparse layer's weight gradient in its panels (moments
 /// held in the panel layout between steps). Against `compute_gradients` + `Optimizer::step`
 /// (gradient rows, row-major moments) on the same batches: the same losses, parameters and
-/// exported optimizer state, bit for bit, for every update rule, on 1 and 2 threads; and a run
-/// resumed from the exported state continues identically.
+/// exported optimizer state, bit for bit, for every update rule and net (narrow last panels
+/// included), on 1 and 2 threads alike; a run resumed from the exported state continues
+/// identically. The first layer's gradient slot, poisoned with NaN, shows the panel path ran.
 #[test]
 fn updates_in_panels_match_gradients_then_step() {
     let m = mnist();
     let (set, labels) = batch(&m, &Preprocessing::SCALE, 0, 64 * 5);
-    let opts = TrainOptions {
-        keep_prob: vec![0.6, 0.8],
-        ..TrainOptions::new(Loss::CrossEntropy)
-    };
     let configs = [
         OptimizerConfig::Sgd,
         OptimizerConfig::Momentum {
@@ -907,60 +904,78 @@ fn updates_in_panels_match_gradients_then_step() {
         Optimizer<f32>,
         ChaCha8Rng,
     );
-    let start = |config: OptimizerConfig| -> Trainer {
-        let net = nets().remove(2);
-        let ws = net.workspace(64);
-        let grads = Gradients::new(net.architecture());
-        let opt = Optimizer::new(config, &net).unwrap();
-        (net, ws, grads, opt, ChaCha8Rng::seed_from_u64(5))
-    };
-    let step = |t: &mut Trainer, b: usize, fused: bool, par: Par| -> u64 {
-        let (net, ws, grads, opt, rng) = t;
-        let (x, y) = (
-            &set[b * 64 * 784..(b + 1) * 64 * 784],
-            &labels[b * 64..(b + 1) * 64],
-        );
-        let loss = if fused {
-            train_step(net, ws, grads, opt, x, y, 64, &opts, 1e-3, rng, par).unwrap()
-        } else {
-            let loss = compute_gradients(net, ws, grads, x, y, 64, &opts, rng, par).unwrap();
-            opt.step(net, grads, 1e-3, par).unwrap();
-            loss
-        };
-        assert!(ws.layer_input_was_sparse(0));
-        loss.to_bits()
-    };
     let params = |net: &Network<f32>| -> Vec<u32> {
         net.layers()
             .iter()
             .flat_map(|l| l.weight_slice().iter().chain(l.bias()).map(|v| v.to_bits()))
             .collect()
     };
-    for config in configs {
-        for par in [Par::Seq, Par::rayon(2)] {
-            let what = format!("{config:?} {par:?}");
-            let (mut fused, mut plain) = (start(config), start(config));
-            for b in 0..3 {
-                assert_eq!(
-                    step(&mut fused, b, true, par),
-                    step(&mut plain, b, false, par)
-                );
+    for (k, net) in nets().into_iter().enumerate() {
+        let hidden = net.num_layers() - 1;
+        let opts = TrainOptions {
+            keep_prob: vec![0.6; hidden],
+            ..TrainOptions::new(if k == 1 {
+                Loss::MeanSquaredError
+            } else {
+                Loss::CrossEntropy
+            })
+        };
+        let start = |config: OptimizerConfig| -> Trainer {
+            let ws = net.workspace(64);
+            let grads = Gradients::new(net.architecture());
+            let opt = Optimizer::new(config, &net).unwrap();
+            (net.clone(), ws, grads, opt, ChaCha8Rng::seed_from_u64(5))
+        };
+        let step = |t: &mut Trainer, b: usize, fused: bool, par: Par| -> u64 {
+            let (net, ws, grads, opt, rng) = t;
+            let x = &set[b * 64 * 784..(b + 1) * 64 * 784];
+            let y = &labels[b * 64..(b + 1) * 64];
+            grads.layers_mut()[0].weight_mut().fill(f32::NAN);
+            let loss = if fused {
+                let loss = train_step(net, ws, grads, opt, x, y, 64, &opts, 1e-3, rng, par);
+                // Applied from the panels: the row slot was never written.
+                assert!(grads.layers()[0].weight().iter().all(|v| v.is_nan()));
+                loss.unwrap()
+            } else {
+                let loss = compute_gradients(net, ws, grads, x, y, 64, &opts, rng, par).unwrap();
+                opt.step(net, grads, 1e-3, par).unwrap();
+                loss
+            };
+            assert!(ws.layer_input_was_sparse(0));
+            loss.to_bits()
+        };
+        for config in configs {
+            let mut by_threads = Vec::new();
+            for par in [Par::Seq, Par::rayon(2)] {
+                let what = format!("net {k} {config:?} {par:?}");
+                let (mut fused, mut plain) = (start(config), start(config));
+                let mut losses = Vec::new();
+                for b in 0..3 {
+                    losses.push(step(&mut fused, b, true, par));
+                    assert_eq!(losses[b], step(&mut plain, b, false, par), "{what}: loss");
+                }
+                assert_eq!(params(&fused.0), params(&plain.0), "{what}: parameters");
+                assert_eq!(fused.3.state(), plain.3.state(), "{what}: optimizer state");
+                // Resumed from the exported state (row-major), the run goes on as before.
+                let mut resumed = start(config);
+                resumed.0 = fused.0.clone();
+                resumed.3 = Optimizer::from_state(config, fused.3.state(), &resumed.0).unwrap();
+                resumed.4 = fused.4.clone();
+                for b in 3..5 {
+                    let expected = step(&mut fused, b, true, par);
+                    assert_eq!(step(&mut resumed, b, true, par), expected, "{what}: loss");
+                    assert_eq!(step(&mut plain, b, false, par), expected, "{what}: loss");
+                    losses.push(expected);
+                }
+                assert_eq!(params(&resumed.0), params(&fused.0), "{what}: resumed");
+                assert_eq!(params(&plain.0), params(&fused.0), "{what}: plain");
+                assert_eq!(resumed.3.state(), plain.3.state(), "{what}: resumed state");
+                by_threads.push((losses, params(&fused.0)));
             }
-            assert_eq!(params(&fused.0), params(&plain.0), "{what}: parameters");
-            assert_eq!(fused.3.state(), plain.3.state(), "{what}: optimizer state");
-            // Resumed from the exported state (row-major), the run goes on as before.
-            let mut resumed = start(config);
-            resumed.0 = fused.0.clone();
-            resumed.3 = Optimizer::from_state(config, fused.3.state(), &resumed.0).unwrap();
-            resumed.4 = fused.4.clone();
-            for b in 3..5 {
-                let expected = step(&mut fused, b, true, par);
-                assert_eq!(step(&mut resumed, b, true, par), expected, "{what}: loss");
-                assert_eq!(step(&mut plain, b, false, par), expected, "{what}: loss");
-            }
-            assert_eq!(params(&resumed.0), params(&fused.0), "{what}: resumed");
-            assert_eq!(params(&plain.0), params(&fused.0), "{what}: plain");
-            assert_eq!(resumed.3.state(), plain.3.state(), "{what}: resumed state");
+            assert!(
+                by_threads[0] == by_threads[1],
+                "net {k} {config:?}: one thread against two"
+            );
         }
     }
 }

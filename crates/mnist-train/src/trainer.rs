@@ -440,7 +440,7 @@ fn run_in_pool(
                 state.epoch_seconds = seconds_before + epoch_started.elapsed().as_secs_f64();
                 state.dropout_rng = RngState::capture(&dropout_rng);
                 state.augment_rng = Some(RngState::capture(&augment_rng));
-                state.optimizer_step = optimizer.state().step;
+                state.optimizer_step = optimizer.steps();
                 let path = out.join(files::CHECKPOINT);
                 checkpoint::save(&path, &state, &net, &optimizer)?;
                 if let Some(bar) = bar {
@@ -523,7 +523,7 @@ fn run_in_pool(
         state.shuffle_rng = RngState::capture(&shuffle_rng);
         state.dropout_rng = RngState::capture(&dropout_rng);
         state.augment_rng = Some(RngState::capture(&augment_rng));
-        state.optimizer_step = optimizer.state().step;
+        state.optimizer_step = optimizer.steps();
         let every = config.checkpoint.every_epochs;
         if every > 0 && (state.epoch % every == 0 || state.epoch == config.training.epochs) {
             checkpoint::save(&out.join(files::CHECKPOINT), &state, &net, &optimizer)?;
