@@ -156,7 +156,7 @@ pub struct Optimizer<T> {
     config: OptimizerConfig,
     state: OptimizerState<T>,
     /// Per parameter tensor: `Some((inputs, outputs))` while its moment buffers are held in
-    /// the panel layout of a weight `[outputs, inputs]` (see [`update_in_panels`]), beside
+    /// the panel layout of a weight `[outputs, inputs]` (see [`update_by_panels`]), beside
     /// the weight's panels; [`Self::state`] gives them row-major.
     panel_moments: Vec<Option<(usize, usize)>>,
     /// The source of a layout conversion (grown once to the largest tensor converted).
@@ -312,7 +312,7 @@ impl<T: Float> Optimizer<T> {
     /// same either way.
     ///
     /// A layer whose backward pass kept its weight gradient in panels
-    /// (`SparseInput::take_panel_gradient`) is updated there instead ([`update_in_panels`]),
+    /// (`SparseInput::take_panel_gradient`) is updated there instead ([`update_by_panels`]),
     /// with its moments in the same layout, and its rows rewritten from the updated panels;
     /// its slot in `grads` is not read.
     pub(crate) fn step_with_panels(
@@ -366,7 +366,7 @@ impl<T: Float> Optimizer<T> {
                     count,
                 };
                 let (m, v) = self.state.moments(2 * l);
-                update_in_panels(cfg, t, lr, w, gt, m, v, wt, rows, par);
+                update_by_panels(cfg, (t, lr), (wt, gt, m, v), w, HeldIn::Panels, rows, par);
                 let (m, v) = self.state.moments(2 * l + 1);
                 update_par(cfg, t, lr, b, g.bias(), m, v, par);
                 s.panels_refreshed(layer);
@@ -387,7 +387,15 @@ impl<T: Float> Optimizer<T> {
                             first: 0,
                             count,
                         };
-                        update_panels(cfg, t, lr, p, grad, m, v, wt, rows, par);
+                        update_by_panels(
+                            cfg,
+                            (t, lr),
+                            (p, grad, m, v),
+                            wt,
+                            HeldIn::Rows,
+                            rows,
+                            par,
+                        );
                     }
                     _ => update_par(cfg, t, lr, p, grad, m, v, par),
                 }
@@ -482,7 +490,7 @@ fn split_state<'a, T>(
     ((pa, ga, ma, va), (pb, gb, mb, vb))
 }
 
-/// Panels `first..first + count` of a weight `[outputs, inputs]` (see [`update_panels`]).
+/// Panels `first..first + count` of a weight `[outputs, inputs]` (see [`update_by_panels`]).
 #[derive(Clone, Copy)]
 struct Panels {
     inputs: usize,
@@ -491,33 +499,58 @@ struct Panels {
     count: usize,
 }
 
-/// [`update`] on a weight `p` (`[outputs, inputs]`, here the rows of `rows`' panels) one
-/// panel of [`PANEL`] rows at a time, each panel transposed into `wt` (`inputs x PANEL`
-/// values per panel) right after its update; panels split between the threads of `par`.
-#[allow(clippy::too_many_arguments)]
-fn update_panels<T: Float>(
+/// Where a weight updated panel by panel holds its state (the values updated, with the
+/// gradient and moments in the same layout), the other copy being rewritten from it.
+#[derive(Clone, Copy, PartialEq)]
+enum HeldIn {
+    /// Rows `[outputs, inputs]`; each updated panel's rows are transposed into the panels of
+    /// `W^T` (the gradient came in rows).
+    Rows,
+    /// The panels of `W^T` (`inputs x PANEL` values each); each updated panel is transposed
+    /// into the weight's rows, so the layer stays current (the gradient stayed in panels).
+    Panels,
+}
+
+/// [`update`] on a weight one panel of [`PANEL`] outputs at a time: `state` (the values, the
+/// gradient and the moments, laid out as `held` says) is updated and the panel at once
+/// copied into `other` (the other layout) while in cache. Panels are split between the
+/// threads of `par` as every pass split by panels splits them
+/// ([`panels_in_first_half`]), so each thread updates the panels whose gradient it summed
+/// and that its forward pass reads next. Padding past the last output stays zero (its
+/// gradient and moments are zero).
+fn update_by_panels<T: Float>(
     cfg: OptimizerConfig,
-    t: u64,
-    lr: f64,
-    p: &mut [T],
-    g: &[T],
-    m: &mut [T],
-    v: &mut [T],
-    wt: &mut [T],
+    (t, lr): (u64, f64),
+    (p, g, m, v): State<'_, T>,
+    other: &mut [T],
+    held: HeldIn,
     rows: Panels,
     par: Par,
 ) {
     let Panels {
         inputs,
-        outputs,
         first,
         count,
+        ..
     } = rows;
+    // Values of `k` panels from `from` in the state's layout and in the other one.
+    let lens = |from: usize, k: usize| {
+        let in_rows = row_len_of(Panels {
+            first: from,
+            count: k,
+            ..rows
+        });
+        let in_panels = k * inputs * PANEL;
+        match held {
+            HeldIn::Rows => (in_rows, in_panels),
+            HeldIn::Panels => (in_panels, in_rows),
+        }
+    };
     if parallelism_degree(par) > 1 && count >= 2 {
         let half = panels_in_first_half(count);
-        let len = (((first + half) * PANEL).min(outputs) - first * PANEL) * inputs;
-        let ((pa, ga, ma, va), (pb, gb, mb, vb)) = split_state(p, g, m, v, len);
-        let (wa, wb) = wt.split_at_mut((half * inputs * PANEL).min(wt.len()));
+        let (state_len, other_len) = lens(first, half);
+        let (sa, sb) = split_state(p, g, m, v, state_len);
+        let (oa, ob) = other.split_at_mut(other_len.min(other.len()));
         let a = Panels {
             count: half,
             ..rows
@@ -528,82 +561,32 @@ fn update_panels<T: Float>(
             ..rows
         };
         join_raw(
-            |par| update_panels(cfg, t, lr, pa, ga, ma, va, wa, a, par),
-            |par| update_panels(cfg, t, lr, pb, gb, mb, vb, wb, b, par),
+            |par| update_by_panels(cfg, (t, lr), sa, oa, held, a, par),
+            |par| update_by_panels(cfg, (t, lr), sb, ob, held, b, par),
             par,
         );
         return;
     }
-    let (mut p, mut g, mut m, mut v, mut wt) = (p, g, m, v, wt);
+    let (mut p, mut g, mut m, mut v, mut other) = (p, g, m, v, other);
     for panel in first..first + count {
-        let used = (PANEL * (panel + 1)).min(outputs) - PANEL * panel;
-        let len = used * inputs;
-        let ((pp, gp, mp, vp), (pr, gr, mr, vr)) = split_state(p, g, m, v, len);
-        let (wp, wr) = wt.split_at_mut((inputs * PANEL).min(wt.len()));
+        let (state_len, other_len) = lens(panel, 1);
+        let ((pp, gp, mp, vp), (pr, gr, mr, vr)) = split_state(p, g, m, v, state_len);
+        let (op, or) = other.split_at_mut(other_len.min(other.len()));
         update_par(cfg, t, lr, pp, gp, mp, vp, Par::Seq);
-        transpose_panels(pp, inputs, used, 0, 1, wp, Par::Seq);
-        (p, g, m, v, wt) = (pr, gr, mr, vr, wr);
+        match held {
+            HeldIn::Rows => {
+                transpose_panels(pp, inputs, pp.len() / inputs.max(1), 0, 1, op, Par::Seq)
+            }
+            HeldIn::Panels => panel_into_rows(pp.as_chunks::<PANEL>().0, op, inputs),
+        }
+        (p, g, m, v, other) = (pr, gr, mr, vr, or);
     }
 }
 
-/// [`update`] on a weight held in panels: `wt` (the panels of `W^T`), its gradient `g` and
-/// moments `m`, `v` all in that layout (`inputs x PANEL` values per panel); each panel is
-/// transposed into the weight's rows `p` (`[outputs, inputs]`) right after its update, so
-/// the layer's weight stays current. Panels are split between the threads of `par` as the
-/// backward pass splits them, so each thread updates the panels it summed while they are
-/// still in its core's cache. Padding past the last output stays zero (its gradient and
-/// moments are zero).
-#[allow(clippy::too_many_arguments)]
-fn update_in_panels<T: Float>(
-    cfg: OptimizerConfig,
-    t: u64,
-    lr: f64,
-    p: &mut [T],
-    g: &[T],
-    m: &mut [T],
-    v: &mut [T],
-    wt: &mut [T],
-    rows: Panels,
-    par: Par,
-) {
-    let Panels {
-        inputs,
-        outputs,
-        first,
-        count,
-    } = rows;
-    let size = inputs * PANEL;
-    if parallelism_degree(par) > 1 && count >= 2 {
-        let half = panels_in_first_half(count);
-        let len = (((first + half) * PANEL).min(outputs) - first * PANEL) * inputs;
-        let (pa, pb) = p.split_at_mut(len.min(p.len()));
-        let ((wa, ga, ma, va), (wb, gb, mb, vb)) = split_state(wt, g, m, v, half * size);
-        let a = Panels {
-            count: half,
-            ..rows
-        };
-        let b = Panels {
-            first: first + half,
-            count: count - half,
-            ..rows
-        };
-        join_raw(
-            |par| update_in_panels(cfg, t, lr, pa, ga, ma, va, wa, a, par),
-            |par| update_in_panels(cfg, t, lr, pb, gb, mb, vb, wb, b, par),
-            par,
-        );
-        return;
-    }
-    let (mut p, mut g, mut m, mut v, mut wt) = (p, g, m, v, wt);
-    for panel in first..first + count {
-        let used = (PANEL * (panel + 1)).min(outputs) - PANEL * panel;
-        let (pp, pr) = p.split_at_mut((used * inputs).min(p.len()));
-        let ((wp, gp, mp, vp), (wr, gr, mr, vr)) = split_state(wt, g, m, v, size);
-        update_par(cfg, t, lr, wp, gp, mp, vp, Par::Seq);
-        let (cells, _) = wp.as_chunks::<PANEL>();
-        panel_into_rows(cells, pp, inputs);
-        (p, g, m, v, wt) = (pr, gr, mr, vr, wr);
-    }
+/// Values of `panels`' rows in a weight `[outputs, inputs]`.
+fn row_len_of(panels: Panels) -> usize {
+    let end = ((panels.first + panels.count) * PANEL).min(panels.outputs);
+    (end - panels.first * PANEL) * panels.inputs
 }
 
 /// [`update`] as a pulp kernel: `with_simd` is inlined into a function compiled for the CPU's
