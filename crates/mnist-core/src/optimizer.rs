@@ -358,15 +358,9 @@ impl<T: Float> Optimizer<T> {
                 && let Some((wt, gt)) = s.take_panel_gradient(layer)
             {
                 let (w, b) = layer.params_mut();
-                let count = outputs.div_ceil(PANEL);
-                let rows = Panels {
-                    inputs,
-                    outputs,
-                    first: 0,
-                    count,
-                };
                 let (m, v) = self.state.moments(2 * l);
-                update_by_panels(cfg, (t, lr), (wt, gt, m, v), w, HeldIn::Panels, rows, par);
+                let all = Panels::all(inputs, outputs);
+                update_by_panels(cfg, (t, lr), (wt, gt, m, v), w, HeldIn::Panels, all, par);
                 let (m, v) = self.state.moments(2 * l + 1);
                 update_par(cfg, t, lr, b, g.bias(), m, v, par);
                 s.panels_refreshed(layer);
@@ -380,20 +374,13 @@ impl<T: Float> Optimizer<T> {
                 let (m, v) = self.state.moments(2 * l + k);
                 match panels.as_deref_mut() {
                     Some(wt) if k == 0 => {
-                        let count = outputs.div_ceil(PANEL);
-                        let rows = Panels {
-                            inputs,
-                            outputs,
-                            first: 0,
-                            count,
-                        };
                         update_by_panels(
                             cfg,
                             (t, lr),
                             (p, grad, m, v),
                             wt,
                             HeldIn::Rows,
-                            rows,
+                            Panels::all(inputs, outputs),
                             par,
                         );
                     }
@@ -497,6 +484,18 @@ struct Panels {
     outputs: usize,
     first: usize,
     count: usize,
+}
+
+impl Panels {
+    /// Every panel of a weight `[outputs, inputs]`.
+    fn all(inputs: usize, outputs: usize) -> Self {
+        Self {
+            inputs,
+            outputs,
+            first: 0,
+            count: outputs.div_ceil(PANEL),
+        }
+    }
 }
 
 /// Where a weight updated panel by panel holds its state (the values updated, with the
