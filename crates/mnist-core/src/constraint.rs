@@ -1,7 +1,9 @@
 //! Weight constraints applied after each optimizer step.
 
 use faer::Par;
-use faer::utils::thread::{join_raw, parallelism_degree};
+use faer::utils::thread::parallelism_degree;
+
+use crate::rows::join_raw;
 
 use crate::{Float, Network};
 

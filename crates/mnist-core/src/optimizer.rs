@@ -32,7 +32,9 @@
 //! All are branch-free selects, so the update loops still vectorize; NaN stays NaN.
 
 use faer::Par;
-use faer::utils::thread::{join_raw, parallelism_degree};
+use faer::utils::thread::parallelism_degree;
+
+use crate::rows::join_raw;
 use serde::{Deserialize, Serialize};
 
 use crate::sparse::{

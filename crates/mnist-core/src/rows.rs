@@ -15,9 +15,61 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use faer::Par;
-use faer::utils::thread::{join_raw, parallelism_degree};
+use faer::utils::thread::parallelism_degree;
 
 use crate::Float;
+
+/// Runs `a` and `b` on two threads of `par`, each with half of its threads, as faer's
+/// `join_raw` does, except for how the caller waits. When it is done with `a` while another
+/// thread still runs `b`, it spins until `b` is done (up to [`JOIN_SPIN`]). Waiting in rayon
+/// instead puts the thread to sleep after a few rounds of yielding, on a futex that the end of
+/// `b` must then wake: about 30 us per pass on this machine's VMs, where the two halves of a
+/// pass often end that far apart.
+pub(crate) fn join_raw(a: impl Send + FnOnce(Par), b: impl Send + FnOnce(Par), par: Par) {
+    let threads = parallelism_degree(par);
+    if threads <= 1 {
+        a(Par::Seq);
+        b(Par::Seq);
+        return;
+    }
+    let inner = Par::rayon(threads - threads / 2);
+    let (started, done) = (AtomicBool::new(false), AtomicBool::new(false));
+    rayon::join(
+        || {
+            a(inner);
+            // `b` not started: rayon runs it here next, unless another thread takes it first
+            // (and then rayon's own wait applies).
+            if started.load(Ordering::Acquire) {
+                spin_until(&done, JOIN_SPIN);
+            }
+        },
+        || {
+            started.store(true, Ordering::Release);
+            b(inner);
+            done.store(true, Ordering::Release);
+        },
+    );
+}
+
+/// Longest the caller of [`join_raw`] spins for the other half. Past it (a long `b`, or one
+/// that panicked) rayon's wait takes over, which also lets the caller run `b`'s nested work.
+const JOIN_SPIN: Duration = Duration::from_micros(200);
+
+/// Spins until `flag` is set or `limit` has passed.
+fn spin_until(flag: &AtomicBool, limit: Duration) {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if flag.load(Ordering::Acquire) {
+                return;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= limit {
+            return;
+        }
+    }
+}
 
 /// Fewest rows per chunk: below this, a product is too small to be worth its own call.
 const MIN_CHUNK_ROWS: usize = 64;
@@ -617,6 +669,82 @@ mod tests {
             seen.sort_unstable();
             let want: Vec<_> = (0..2).flat_map(|p| (0..8).map(move |c| (p, c))).collect();
             assert_eq!(seen, want);
+        }
+    }
+
+    #[test]
+    fn join_runs_both_halves_with_half_the_threads_each() {
+        for threads in [1usize, 2, 3, 4] {
+            let par = if threads == 1 {
+                Par::Seq
+            } else {
+                Par::rayon(threads)
+            };
+            let inner = Mutex::new(Vec::new());
+            with_thread_pool(par, || {
+                // `b` slower than `a`, so the caller waits for it; then the other way round.
+                for (wait_a, wait_b) in [(0, 2), (2, 0)] {
+                    join_raw(
+                        |p| {
+                            std::thread::sleep(Duration::from_millis(wait_a));
+                            inner.lock().unwrap().push(('a', parallelism_degree(p)));
+                        },
+                        |p| {
+                            std::thread::sleep(Duration::from_millis(wait_b));
+                            inner.lock().unwrap().push(('b', parallelism_degree(p)));
+                        },
+                        par,
+                    );
+                }
+            });
+            let mut inner = inner.into_inner().unwrap();
+            inner.sort_unstable();
+            let half = threads - threads / 2;
+            assert_eq!(inner, [('a', half), ('a', half), ('b', half), ('b', half)]);
+        }
+    }
+
+    #[test]
+    fn nested_joins_cover_every_leaf_once() {
+        fn leaves(range: Range<usize>, out: &Mutex<Vec<usize>>, par: Par) {
+            if range.len() == 1 {
+                out.lock().unwrap().push(range.start);
+                return;
+            }
+            let mid = range.start + range.len() / 2;
+            join_raw(
+                |p| leaves(range.start..mid, out, p),
+                |p| leaves(mid..range.end, out, p),
+                par,
+            );
+        }
+        for threads in [2usize, 4] {
+            let out = Mutex::new(Vec::new());
+            with_thread_pool(Par::rayon(threads), || {
+                leaves(0..37, &out, Par::rayon(threads))
+            });
+            let mut out = out.into_inner().unwrap();
+            out.sort_unstable();
+            assert_eq!(out, (0..37).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_panic_in_either_half_of_a_join_reaches_the_caller() {
+        for panics_in_b in [false, true] {
+            let r = std::panic::catch_unwind(|| {
+                with_thread_pool(Par::rayon(2), || {
+                    join_raw(
+                        |_| assert!(panics_in_b, "boom in a"),
+                        |_| {
+                            std::thread::sleep(Duration::from_millis(1));
+                            assert!(!panics_in_b, "boom in b");
+                        },
+                        Par::rayon(2),
+                    );
+                })
+            });
+            assert!(r.is_err());
         }
     }
 

@@ -31,7 +31,9 @@
 //! float rounding (different summation order, and `x - c` rounded).
 
 use faer::Par;
-use faer::utils::thread::{join_raw, parallelism_degree};
+use faer::utils::thread::parallelism_degree;
+
+use crate::rows::join_raw;
 
 use crate::aligned::AlignedVec;
 use crate::{CoreError, Dense, Float};
