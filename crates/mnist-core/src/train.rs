@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use faer::utils::thread::parallelism_degree;
 use faer::{Accum, MatMut, MatRef, Par};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use crate::network::TrainPass;
 use crate::optimizer::check_learning_rate;
 use crate::rows::{
     ChunkSlots, Rows, RowsMut, chunk_count, column_sums, column_sums_by_chunks, for_chunks,
-    for_chunks_with_product,
+    for_chunks_with_product, join_raw,
 };
 use crate::sparse::{MIN_BATCH, SparseInput, SparseRows};
 use crate::workspace::LayerBuffers;
@@ -417,7 +418,10 @@ fn dense_weight_gradient<T: Float>(
     column_sums(partials, size, grad, par);
 }
 
-/// `grad = delta^T X`: `[out, rows] x [rows, in]`, one GEMM.
+/// `grad = delta^T X`: `[out, rows] x [rows, in]`. Where faer computes each output row the
+/// same way whatever the rows in the call, the rows of `grad` are split between the threads
+/// of `par` (one sequential GEMM each, joined by [`join_raw`]) instead of taking faer's
+/// parallel GEMM, whose threads wait for each other through rayon.
 fn delta_t_x<T: Float>(
     grad: &mut [T],
     delta: &[T],
@@ -425,13 +429,35 @@ fn delta_t_x<T: Float>(
     (rows, out, inp): (usize, usize, usize),
     par: Par,
 ) {
-    gemm(
-        MatMut::from_row_major_slice_mut(grad, out, inp),
-        Accum::Replace,
-        MatRef::from_row_major_slice(delta, rows, out).transpose(),
-        MatRef::from_row_major_slice(input, rows, inp),
-        par,
-    );
+    let delta = MatRef::from_row_major_slice(delta, rows, out);
+    let input = MatRef::from_row_major_slice(input, rows, inp);
+    if gemm_rows_are_independent() {
+        grad_rows(grad, delta, input, par);
+    } else {
+        let grad = MatMut::from_row_major_slice_mut(grad, out, inp);
+        gemm(grad, Accum::Replace, delta.transpose(), input, par);
+    }
+}
+
+/// Fewest rows of a weight gradient per thread of [`grad_rows`].
+const MIN_SPLIT_GRAD_ROWS: usize = 32;
+
+/// `grad = delta^T X` (`delta`'s columns are `grad`'s rows), the rows split between threads.
+fn grad_rows<T: Float>(grad: &mut [T], delta: MatRef<'_, T>, input: MatRef<'_, T>, par: Par) {
+    let (out, inp) = (delta.ncols(), input.ncols());
+    if parallelism_degree(par) > 1 && out >= 2 * MIN_SPLIT_GRAD_ROWS {
+        let half = out / 2;
+        let (ga, gb) = grad.split_at_mut(half * inp);
+        let (da, db) = delta.split_at_col(half);
+        join_raw(
+            |p| grad_rows(ga, da, input, p),
+            |p| grad_rows(gb, db, input, p),
+            par,
+        );
+        return;
+    }
+    let grad = MatMut::from_row_major_slice_mut(grad, out, inp);
+    gemm(grad, Accum::Replace, delta.transpose(), input, Par::Seq);
 }
 
 /// One optimisation step: the gradients (as [`compute_gradients`]), then the update (as
@@ -1126,6 +1152,39 @@ mod tests {
 
     /// The chunked weight gradient is `delta^T X` (against a plain f64 sum) and the same bits
     /// on any thread count.
+    #[test]
+    fn large_weight_gradients_split_by_rows_give_one_gemms_bits() {
+        // Layers too large for partial gradients: `delta^T X`, its rows split between threads.
+        for (batch, out, inp) in [
+            (256usize, 400usize, 784usize),
+            (256, 100, 400),
+            (60, 71, 33),
+        ] {
+            let value = |i: usize, m: usize| ((i * 7919 + m) % 1013) as f32 / 1013.0 - 0.5;
+            let delta: Vec<f32> = (0..batch * out).map(|i| value(i, 2)).collect();
+            let input: Vec<f32> = (0..batch * inp).map(|i| value(i, 3)).collect();
+            let run = |par: Par| {
+                let mut grad = vec![f32::NAN; out * inp];
+                delta_t_x(&mut grad, &delta, &input, (batch, out, inp), par);
+                grad
+            };
+            let seq: Vec<u32> = crate::rows::same_bits_on_any_thread_count(run)
+                .iter()
+                .map(|g| g.to_bits())
+                .collect();
+            let mut whole = vec![f32::NAN; out * inp];
+            gemm(
+                MatMut::from_row_major_slice_mut(&mut whole, out, inp),
+                Accum::Replace,
+                MatRef::from_row_major_slice(&delta, batch, out).transpose(),
+                MatRef::from_row_major_slice(&input, batch, inp),
+                Par::Seq,
+            );
+            let whole: Vec<u32> = whole.iter().map(|g| g.to_bits()).collect();
+            assert!(seq == whole, "{batch}x{out}x{inp}");
+        }
+    }
+
     #[test]
     fn chunked_weight_gradient_is_delta_t_x_on_any_thread_count() {
         for (batch, out, inp) in [(128usize, 10usize, 30usize), (1000, 10, 300), (200, 3, 7)] {
