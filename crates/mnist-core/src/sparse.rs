@@ -30,6 +30,8 @@
 //! order), so results do not depend on the thread count. They equal the dense path's up to
 //! float rounding (different summation order, and `x - c` rounded).
 
+use std::ops::Range;
+
 use faer::Par;
 use faer::utils::thread::parallelism_degree;
 
@@ -748,7 +750,29 @@ impl<T: Float> SparseInput<T> {
                 zt,
             });
         }
-        split(&task, &mut zt[..need], 0, panels, par);
+        let zt_used = &mut zt[..need];
+        if splits_narrow_panel(panels, outputs, par) {
+            // Half of the narrow panel's rows each.
+            let full = panels - 1;
+            let half = panels_in_first_half(panels);
+            let (whole, narrow) = zt_used.split_at_mut(full * rows * PANEL);
+            let (za, zb) = whole.split_at_mut(half * rows * PANEL);
+            let mid = rows / 2;
+            let (na, nb) = narrow.split_at_mut(mid * PANEL);
+            join_raw(
+                |p| {
+                    split(&task, za, 0, half, p);
+                    task.panel_rows(full, 0..mid, na);
+                },
+                |p| {
+                    split(&task, zb, half, full - half, p);
+                    task.panel_rows(full, mid..rows, nb);
+                },
+                par,
+            );
+        } else {
+            split(&task, zt_used, 0, panels, par);
+        }
         self.zt = zt;
     }
 
@@ -859,16 +883,40 @@ impl<T: Float> SparseInput<T> {
             outputs,
             into_rows: !in_panels,
         };
-        split_panels(
-            &mut self.gt,
-            &mut self.dt,
-            grad,
-            0,
-            panels,
-            inputs,
-            par,
-            &task,
-        );
+        if in_panels && splits_narrow_panel(panels, outputs, par) {
+            // Half of the narrow panel's inputs each (its cells are summed independently).
+            let full = panels - 1;
+            let half = panels_in_first_half(panels);
+            let (whole, narrow) = self.gt.split_at_mut(full * inputs * PANEL);
+            let (ga, gb) = whole.split_at_mut(half * inputs * PANEL);
+            let mid = inputs / 2;
+            let (na, nb) = narrow.split_at_mut(mid * PANEL);
+            // Each thread's narrow part reuses the delta buffer of its first panel.
+            let (da, db) = self.dt.split_at_mut(half * GRAD_BLOCK * PANEL);
+            let task = &task;
+            join_raw(
+                |p| {
+                    split_panels(ga, da, &mut [], 0, half, inputs, p, task);
+                    task.run_inputs(full, 0..mid, na, da, &mut []);
+                },
+                |p| {
+                    split_panels(gb, db, &mut [], half, full - half, inputs, p, task);
+                    task.run_inputs(full, mid..inputs, nb, db, &mut []);
+                },
+                par,
+            );
+        } else {
+            split_panels(
+                &mut self.gt,
+                &mut self.dt,
+                grad,
+                0,
+                panels,
+                inputs,
+                par,
+                &task,
+            );
+        }
         self.gradient_in_panels = in_panels;
     }
 
@@ -1686,6 +1734,16 @@ pub(crate) fn panels_in_first_half(count: usize) -> usize {
     count / 2
 }
 
+/// Whether a pass split by panels between two threads also splits the last panel: when it is
+/// narrow and the others are even in number (400 outputs: 12 panels of 32 and one of 16).
+/// Each thread then takes [`panels_in_first_half`] of the whole panels and half of the narrow
+/// one's rows (forward) or inputs (backward): the kernels' loads are per term, so a narrow
+/// panel costs about as much as a whole one, and 6 against 7 panels left one core waiting for
+/// the other in every pass. Values are unchanged (each row and each input is summed alone).
+fn splits_narrow_panel(panels: usize, outputs: usize, par: Par) -> bool {
+    parallelism_degree(par) > 1 && panels % 2 == 1 && !outputs.is_multiple_of(PANEL)
+}
+
 /// A piece of work over consecutive rows (forward) or panels (backward).
 trait RowTask<T>: Sync {
     fn run(&self, first_row: usize, out: &mut [T]);
@@ -1800,6 +1858,7 @@ impl<T: Float> pulp::WithSimd for PanelForwardCall<'_, '_, T> {
 struct BackwardCall<'k, 'a, T> {
     kernel: &'k Backward<'a, T>,
     first_panel: usize,
+    cols: Range<usize>,
     gt: &'k mut [T],
     dt: &'k mut [T],
     grad: &'k mut [T],
@@ -1811,6 +1870,7 @@ impl<T: Float> pulp::WithSimd for BackwardCall<'_, '_, T> {
     fn with_simd<S: pulp::Simd>(self, _simd: S) {
         self.kernel.kernel(
             self.first_panel,
+            self.cols,
             self.gt,
             self.dt,
             self.grad,
@@ -1819,6 +1879,7 @@ impl<T: Float> pulp::WithSimd for BackwardCall<'_, '_, T> {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Forward<'a, T> {
     row_ptr: &'a [usize],
     idx: &'a [u32],
@@ -1843,6 +1904,19 @@ impl<T: Float> RowTask<T> for Forward<'_, T> {
 type PanelView<'a, T> = (&'a [[T; PANEL]], [T; PANEL], usize);
 
 impl<T: Float> Forward<'_, T> {
+    /// Panel `p` for `rows` of the batch only, into `zt` (one cell per row).
+    fn panel_rows(&self, p: usize, rows: Range<usize>, zt: &mut [T]) {
+        let sub = Forward {
+            row_ptr: self.row_ptr.get(rows.start..=rows.end).unwrap_or(&[]),
+            ..*self
+        };
+        pulp::Arch::new().dispatch(PanelForwardCall {
+            kernel: &sub,
+            first_panel: p,
+            zt,
+        });
+    }
+
     /// Panel `p`: its cells (one per input), its outputs' constants (zero past the last
     /// output) and how many outputs it has.
     #[inline(always)]
@@ -2122,9 +2196,25 @@ struct Backward<'a, T> {
 
 impl<T: Float> PanelTask<T> for Backward<'_, T> {
     fn run(&self, first_panel: usize, gt: &mut [T], dt: &mut [T], grad: &mut [T]) {
+        self.run_inputs(first_panel, 0..self.inputs, gt, dt, grad);
+    }
+}
+
+impl<T: Float> Backward<'_, T> {
+    /// [`PanelTask::run`] over the cells of inputs `cols` only (`gt` holds those cells of each
+    /// panel); `grad` is written only for all inputs.
+    fn run_inputs(
+        &self,
+        first_panel: usize,
+        cols: Range<usize>,
+        gt: &mut [T],
+        dt: &mut [T],
+        grad: &mut [T],
+    ) {
         pulp::Arch::new().dispatch(BackwardCall {
             kernel: self,
             first_panel,
+            cols,
             gt,
             dt,
             grad,
@@ -2137,17 +2227,27 @@ impl<T: Float> Backward<'_, T> {
     /// [`GRAD_BLOCK`] rows, the block's `delta[:, panel]` is copied into a contiguous buffer
     /// and each input column `i` adds `sum over the block's rows b with x[b, i] != c of
     /// val * delta[b, panel]` (in registers, in a fixed order: [`panel_dot`]) to
-    /// `GT[i, panel]`; finally (if `into_rows`) `GT` is transposed into `grad`.
+    /// `GT[i, panel]`; finally (if `into_rows`, and `cols` are all the inputs) `GT` is
+    /// transposed into `grad`. Only the cells of inputs `cols` are summed (`gt` holds those).
     #[inline(always)]
-    fn kernel(&self, first_panel: usize, gt: &mut [T], dt: &mut [T], grad: &mut [T], lanes: usize) {
+    fn kernel(
+        &self,
+        first_panel: usize,
+        cols: Range<usize>,
+        gt: &mut [T],
+        dt: &mut [T],
+        grad: &mut [T],
+        lanes: usize,
+    ) {
         let zero = T::from_f64(0.0);
         let n = self.outputs;
         let inputs = self.inputs;
+        let span = cols.len();
         let panel_cols = |k: usize| {
             let o0 = (first_panel + k) * PANEL;
             (o0, PANEL.min(n - o0))
         };
-        for (k, block) in gt.chunks_exact_mut(inputs * PANEL).enumerate() {
+        for (k, block) in gt.chunks_exact_mut(span * PANEL).enumerate() {
             let (o0, w) = panel_cols(k);
             let mut corr = [zero; PANEL];
             if self.c != zero {
@@ -2161,15 +2261,17 @@ impl<T: Float> Backward<'_, T> {
         let rows = self.row_ptr.len().saturating_sub(1);
         for (b, b0) in (0..rows).step_by(GRAD_BLOCK).enumerate() {
             let b1 = (b0 + GRAD_BLOCK).min(rows);
+            let first_ptr = b * (inputs + 1);
             let (Some(dblock), Some(ptr), Some(&base)) = (
                 self.delta.get(b0 * n..b1 * n),
-                self.col_ptr.get(b * (inputs + 1)..(b + 1) * (inputs + 1)),
+                self.col_ptr
+                    .get(first_ptr + cols.start..=first_ptr + cols.end),
                 self.row_ptr.get(b0),
             ) else {
                 break;
             };
             for (k, (block, dpanel)) in gt
-                .chunks_exact_mut(inputs * PANEL)
+                .chunks_exact_mut(span * PANEL)
                 .zip(dt.chunks_exact_mut(GRAD_BLOCK * PANEL))
                 .enumerate()
             {
@@ -2178,7 +2280,11 @@ impl<T: Float> Backward<'_, T> {
                 for (cell, drow) in dcells.iter_mut().zip(dblock.chunks_exact(n)) {
                     match <&[T; PANEL]>::try_from(&drow[o0..o0 + w]) {
                         Ok(src) => *cell = *src,
-                        Err(_) => cell[..w].copy_from_slice(&drow[o0..o0 + w]),
+                        // Zero lanes past the layer: the buffer may have held a whole panel.
+                        Err(_) => {
+                            cell[..w].copy_from_slice(&drow[o0..o0 + w]);
+                            cell[w..].fill(zero);
+                        }
                     }
                 }
                 let dcells = &dcells[..b1 - b0];
@@ -2195,7 +2301,7 @@ impl<T: Float> Backward<'_, T> {
                 }
             }
         }
-        if !self.into_rows {
+        if !self.into_rows || span != inputs {
             return;
         }
         for (block, gw) in gt
