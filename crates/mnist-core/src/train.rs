@@ -431,32 +431,37 @@ fn delta_t_x<T: Float>(
 ) {
     let delta = MatRef::from_row_major_slice(delta, rows, out);
     let input = MatRef::from_row_major_slice(input, rows, inp);
+    let grad = MatMut::from_row_major_slice_mut(grad, out, inp);
     if gemm_rows_are_independent() {
-        grad_rows(grad, delta, input, par);
+        grad_columns(grad, delta, input, par);
     } else {
-        let grad = MatMut::from_row_major_slice_mut(grad, out, inp);
         gemm(grad, Accum::Replace, delta.transpose(), input, par);
     }
 }
 
-/// Fewest rows of a weight gradient per thread of [`grad_rows`].
-const MIN_SPLIT_GRAD_ROWS: usize = 32;
+/// Fewest columns of a weight gradient per thread of [`grad_columns`].
+const MIN_SPLIT_GRAD_COLUMNS: usize = 64;
 
-/// `grad = delta^T X` (`delta`'s columns are `grad`'s rows), the rows split between threads.
-fn grad_rows<T: Float>(grad: &mut [T], delta: MatRef<'_, T>, input: MatRef<'_, T>, par: Par) {
-    let (out, inp) = (delta.ncols(), input.ncols());
-    if parallelism_degree(par) > 1 && out >= 2 * MIN_SPLIT_GRAD_ROWS {
-        let half = out / 2;
-        let (ga, gb) = grad.split_at_mut(half * inp);
-        let (da, db) = delta.split_at_col(half);
+/// `grad = delta^T X` (`X`'s columns are `grad`'s columns), the columns split between threads:
+/// each reads only its columns of `X`, which for 1,000-row batches is larger than a core's L2.
+fn grad_columns<T: Float>(
+    grad: MatMut<'_, T>,
+    delta: MatRef<'_, T>,
+    input: MatRef<'_, T>,
+    par: Par,
+) {
+    let inp = input.ncols();
+    if parallelism_degree(par) > 1 && inp >= 2 * MIN_SPLIT_GRAD_COLUMNS {
+        let half = inp / 2;
+        let (ga, gb) = grad.split_at_col_mut(half);
+        let (xa, xb) = input.split_at_col(half);
         join_raw(
-            |p| grad_rows(ga, da, input, p),
-            |p| grad_rows(gb, db, input, p),
+            |p| grad_columns(ga, delta, xa, p),
+            |p| grad_columns(gb, delta, xb, p),
             par,
         );
         return;
     }
-    let grad = MatMut::from_row_major_slice_mut(grad, out, inp);
     gemm(grad, Accum::Replace, delta.transpose(), input, Par::Seq);
 }
 
@@ -1153,12 +1158,14 @@ mod tests {
     /// The chunked weight gradient is `delta^T X` (against a plain f64 sum) and the same bits
     /// on any thread count.
     #[test]
-    fn large_weight_gradients_split_by_rows_give_one_gemms_bits() {
-        // Layers too large for partial gradients: `delta^T X`, its rows split between threads.
+    fn large_weight_gradients_split_by_columns_give_one_gemms_bits() {
+        // Layers too large for partial gradients: `delta^T X`, its columns split between
+        // threads (1,000 rows: an inner dimension faer blocks in two).
         for (batch, out, inp) in [
             (256usize, 400usize, 784usize),
+            (1000, 300, 784),
             (256, 100, 400),
-            (60, 71, 33),
+            (60, 71, 200),
         ] {
             let value = |i: usize, m: usize| ((i * 7919 + m) % 1013) as f32 / 1013.0 - 0.5;
             let delta: Vec<f32> = (0..batch * out).map(|i| value(i, 2)).collect();
