@@ -2220,9 +2220,7 @@ impl<T: Float> Backward<'_, T> {
             grad,
         });
     }
-}
 
-impl<T: Float> Backward<'_, T> {
     /// For this task's panels: `GT[i, panel] = c * bias_grad[panel]`; then per block of
     /// [`GRAD_BLOCK`] rows, the block's `delta[:, panel]` is copied into a contiguous buffer
     /// and each input column `i` adds `sum over the block's rows b with x[b, i] != c of
