@@ -4,7 +4,6 @@ use faer::Par;
 use faer::utils::thread::parallelism_degree;
 
 use crate::rows::join_raw;
-
 use crate::{Float, Network};
 
 /// Weight rows per thread below which the projection stays on one thread.

@@ -31,15 +31,14 @@
 //!
 //! All are branch-free selects, so the update loops still vectorize; NaN stays NaN.
 
-use faer::Par;
 use faer::utils::thread::parallelism_degree;
-
-use crate::rows::join_raw;
+use faer::{MatMut, Par};
 use serde::{Deserialize, Serialize};
 
+use crate::rows::join_raw;
 use crate::sparse::{
     PANEL, SparseInput, panel_into_rows, panel_layout_len, panel_layout_to_rows,
-    panels_in_first_half, rows_to_panel_layout, transpose_panels,
+    panels_in_first_half, rows_to_panel_layout, splits_narrow_panel, transpose_panels,
 };
 use crate::{CoreError, Float, Gradients, Network};
 
@@ -530,9 +529,9 @@ fn update_by_panels<T: Float>(
 ) {
     let Panels {
         inputs,
+        outputs,
         first,
         count,
-        ..
     } = rows;
     // Values of `k` panels from `from` in the state's layout and in the other one.
     let lens = |from: usize, k: usize| {
@@ -547,6 +546,42 @@ fn update_by_panels<T: Float>(
             HeldIn::Panels => (in_panels, in_rows),
         }
     };
+    if held == HeldIn::Panels && first == 0 && splits_narrow_panel(count, outputs, par) {
+        // As the forward and backward passes split it: half of the whole panels each, and
+        // half of the narrow last panel's inputs (its update is element-wise).
+        let full = count - 1;
+        let half = panels_in_first_half(count);
+        let (state, narrow) = split_state(p, g, m, v, full * inputs * PANEL);
+        let (other, narrow_rows) = other.split_at_mut((full * PANEL * inputs).min(other.len()));
+        let (sa, sb) = split_state(state.0, state.1, state.2, state.3, half * inputs * PANEL);
+        let (oa, ob) = other.split_at_mut((half * PANEL * inputs).min(other.len()));
+        let mid = inputs / 2;
+        let (na, nb) = split_state(narrow.0, narrow.1, narrow.2, narrow.3, mid * PANEL);
+        let used = narrow_rows.len() / inputs.max(1);
+        let narrow_rows = MatMut::from_row_major_slice_mut(narrow_rows, used, inputs);
+        let (ra, rb) = narrow_rows.split_at_col_mut(mid);
+        let a = Panels {
+            count: half,
+            ..rows
+        };
+        let b = Panels {
+            first: half,
+            count: full - half,
+            ..rows
+        };
+        join_raw(
+            |par| {
+                update_by_panels(cfg, (t, lr), sa, oa, held, a, par);
+                update_narrow_cells(cfg, (t, lr), na, ra);
+            },
+            |par| {
+                update_by_panels(cfg, (t, lr), sb, ob, held, b, par);
+                update_narrow_cells(cfg, (t, lr), nb, rb);
+            },
+            par,
+        );
+        return;
+    }
     if parallelism_degree(par) > 1 && count >= 2 {
         let half = panels_in_first_half(count);
         let (state_len, other_len) = lens(first, half);
@@ -581,6 +616,23 @@ fn update_by_panels<T: Float>(
             HeldIn::Panels => panel_into_rows(pp.as_chunks::<PANEL>().0, op, inputs),
         }
         (p, g, m, v, other) = (pr, gr, mr, vr, or);
+    }
+}
+
+/// The update of some inputs' cells of a narrow last panel (`state` in panel layout), and
+/// their values written into the matching columns of the panel's rows.
+fn update_narrow_cells<T: Float>(
+    cfg: OptimizerConfig,
+    (t, lr): (u64, f64),
+    (p, g, m, v): State<'_, T>,
+    mut rows: MatMut<'_, T>,
+) {
+    update_par(cfg, t, lr, p, g, m, v, Par::Seq);
+    let (cells, _) = p.as_chunks::<PANEL>();
+    for (i, cell) in cells.iter().enumerate().take(rows.ncols()) {
+        for (j, &w) in cell.iter().enumerate().take(rows.nrows()) {
+            rows[(j, i)] = w;
+        }
     }
 }
 

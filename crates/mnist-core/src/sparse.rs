@@ -35,9 +35,8 @@ use std::ops::Range;
 use faer::Par;
 use faer::utils::thread::parallelism_degree;
 
-use crate::rows::join_raw;
-
 use crate::aligned::AlignedVec;
+use crate::rows::join_raw;
 use crate::{CoreError, Dense, Float};
 
 /// Outputs per panel of the transposed weight (four AVX2 vectors of `f32`).
@@ -1740,7 +1739,7 @@ pub(crate) fn panels_in_first_half(count: usize) -> usize {
 /// one's rows (forward) or inputs (backward): the kernels' loads are per term, so a narrow
 /// panel costs about as much as a whole one, and 6 against 7 panels left one core waiting for
 /// the other in every pass. Values are unchanged (each row and each input is summed alone).
-fn splits_narrow_panel(panels: usize, outputs: usize, par: Par) -> bool {
+pub(crate) fn splits_narrow_panel(panels: usize, outputs: usize, par: Par) -> bool {
     parallelism_degree(par) > 1 && panels % 2 == 1 && !outputs.is_multiple_of(PANEL)
 }
 

@@ -432,12 +432,17 @@ fn delta_t_x<T: Float>(
     let delta = MatRef::from_row_major_slice(delta, rows, out);
     let input = MatRef::from_row_major_slice(input, rows, inp);
     let grad = MatMut::from_row_major_slice_mut(grad, out, inp);
-    if gemm_rows_are_independent() {
+    if gemm_rows_are_independent() && rows >= MIN_SPLIT_GRAD_BATCH {
         grad_columns(grad, delta, input, par);
     } else {
         gemm(grad, Accum::Replace, delta.transpose(), input, par);
     }
 }
+
+/// Fewest rows of a batch for [`grad_columns`]. On fewer rows (an inner dimension below 15 in
+/// a search over shapes), faer's kernel for some columns gives an exact zero a different sign
+/// than the whole product does; from 64 rows up none differed (see the test).
+const MIN_SPLIT_GRAD_BATCH: usize = 64;
 
 /// Fewest columns of a weight gradient per thread of [`grad_columns`].
 const MIN_SPLIT_GRAD_COLUMNS: usize = 64;
@@ -1159,36 +1164,59 @@ mod tests {
     /// on any thread count.
     #[test]
     fn large_weight_gradients_split_by_columns_give_one_gemms_bits() {
-        // Layers too large for partial gradients: `delta^T X`, its columns split between
-        // threads (1,000 rows: an inner dimension faer blocks in two).
+        // `delta^T X` for layers too large for partial gradients, its columns split between
+        // threads from 64 rows on: the bits of one whole GEMM, on 1-3 threads. Data with
+        // exact zeros, so that some sums are zeros whose sign must match too (on batches of
+        // 2-12 rows a split gave some of them another sign). 1,000 rows: an inner dimension
+        // faer blocks in two.
+        let value = |i: usize, m: usize| ((i * 7919 + m) % 1013) as f32 / 1013.0 - 0.5;
         for (batch, out, inp) in [
             (256usize, 400usize, 784usize),
             (1000, 300, 784),
             (256, 100, 400),
-            (60, 71, 200),
+            (64, 3, 200),
+            (65, 17, 129),
+            (100, 33, 513),
+            (8, 3, 201),
+            (2, 32, 128),
         ] {
-            let value = |i: usize, m: usize| ((i * 7919 + m) % 1013) as f32 / 1013.0 - 0.5;
-            let delta: Vec<f32> = (0..batch * out).map(|i| value(i, 2)).collect();
-            let input: Vec<f32> = (0..batch * inp).map(|i| value(i, 3)).collect();
-            let run = |par: Par| {
-                let mut grad = vec![f32::NAN; out * inp];
-                delta_t_x(&mut grad, &delta, &input, (batch, out, inp), par);
-                grad
-            };
-            let seq: Vec<u32> = crate::rows::same_bits_on_any_thread_count(run)
-                .iter()
-                .map(|g| g.to_bits())
-                .collect();
-            let mut whole = vec![f32::NAN; out * inp];
-            gemm(
-                MatMut::from_row_major_slice_mut(&mut whole, out, inp),
-                Accum::Replace,
-                MatRef::from_row_major_slice(&delta, batch, out).transpose(),
-                MatRef::from_row_major_slice(&input, batch, inp),
-                Par::Seq,
-            );
-            let whole: Vec<u32> = whole.iter().map(|g| g.to_bits()).collect();
-            assert!(seq == whole, "{batch}x{out}x{inp}");
+            for zeros in [false, true] {
+                let delta: Vec<f32> = (0..batch * out)
+                    .map(|i| {
+                        if !zeros || i % 3 == 0 {
+                            value(i, 2)
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let input: Vec<f32> = (0..batch * inp)
+                    .map(|i| match zeros {
+                        false => value(i, 3),
+                        true if (i * 7) % 5 == 0 => -value(i, 3).abs(),
+                        true => 0.0,
+                    })
+                    .collect();
+                let run = |par: Par| {
+                    let mut grad = vec![f32::NAN; out * inp];
+                    delta_t_x(&mut grad, &delta, &input, (batch, out, inp), par);
+                    grad
+                };
+                let seq: Vec<u32> = crate::rows::same_bits_on_any_thread_count(run)
+                    .iter()
+                    .map(|g| g.to_bits())
+                    .collect();
+                let mut whole = vec![f32::NAN; out * inp];
+                gemm(
+                    MatMut::from_row_major_slice_mut(&mut whole, out, inp),
+                    Accum::Replace,
+                    MatRef::from_row_major_slice(&delta, batch, out).transpose(),
+                    MatRef::from_row_major_slice(&input, batch, inp),
+                    Par::Seq,
+                );
+                let whole: Vec<u32> = whole.iter().map(|g| g.to_bits()).collect();
+                assert!(seq == whole, "{batch}x{out}x{inp}, zeros: {zeros}");
+            }
         }
     }
 

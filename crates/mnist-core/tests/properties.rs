@@ -130,3 +130,15 @@ proptest! {
         prop_assert!(seq == three, "sizes {:?} batch {} on 3 threads", sizes, batch);
     }
 }
+
+/// A case the property above found: on 8 rows, splitting the first layer's weight gradient
+/// by columns gave some exact zeros another sign than one whole product.
+#[test]
+fn zero_gradients_keep_their_sign_on_any_thread_count() {
+    let sizes = [201usize, 3, 3, 1];
+    let seq = gradients_bits(&sizes, 8, 8269358203640891016, faer::Par::Seq);
+    for threads in [2, 3] {
+        let par = gradients_bits(&sizes, 8, 8269358203640891016, faer::Par::rayon(threads));
+        assert!(seq == par, "{threads} threads");
+    }
+}
