@@ -380,17 +380,42 @@ impl<T: Float> Network<T> {
                 par,
                 per_thread,
                 &|rows, (input, out, _), inner| affine(rows, input.data, out.data, inner),
-                &|_, rows, (_, out, mut deriv), _| {
-                    match deriv.as_mut() {
-                        Some(d) => act.forward_with_derivative(out.data, d.data),
-                        None => act.forward_in_place(out.data),
-                    }
-                    if let Some(key) = mask {
-                        let first = (rows.start * width) as u64;
-                        apply_keyed_mask(out.data, deriv.map(|d| d.data), key, first, keep);
-                    }
+                &|_, rows, (_, out, deriv), _| {
+                    let first = (rows.start * width) as u64;
+                    activate_and_mask(act, out.data, deriv.map(|d| d.data), mask, first, keep);
                 },
             );
+        }
+    }
+}
+
+/// Values per block of [`activate_and_mask`]: its block of outputs and of derivatives fit in
+/// L1 together.
+const ACTIVATION_BLOCK: usize = 2048;
+
+/// A hidden layer's activation over `out` (and its derivative into `deriv`), then the dropout
+/// mask (`first` is `out[0]`'s index in the batch), block by block: each block is masked while
+/// it is still in L1, instead of a second pass over the chunk's rows. Each value goes through
+/// the same operations as in two whole passes.
+fn activate_and_mask<T: Float>(
+    act: crate::Activation,
+    out: &mut [T],
+    mut deriv: Option<&mut [T]>,
+    mask: Option<MaskKey>,
+    first: u64,
+    keep: f64,
+) {
+    for (k, block) in out.chunks_mut(ACTIVATION_BLOCK).enumerate() {
+        let start = k * ACTIVATION_BLOCK;
+        let mut dblock = deriv
+            .as_deref_mut()
+            .and_then(|d| d.get_mut(start..start + block.len()));
+        match dblock.as_deref_mut() {
+            Some(d) => act.forward_with_derivative(block, d),
+            None => act.forward_in_place(block),
+        }
+        if let Some(key) = mask {
+            apply_keyed_mask(block, dblock, key, first + start as u64, keep);
         }
     }
 }
