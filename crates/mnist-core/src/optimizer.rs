@@ -546,7 +546,8 @@ fn update_by_panels<T: Float>(
             HeldIn::Panels => (in_panels, in_rows),
         }
     };
-    if held == HeldIn::Panels && first == 0 && splits_narrow_panel(count, outputs, par) {
+    let whole_weight = first == 0 && count == outputs.div_ceil(PANEL);
+    if held == HeldIn::Panels && whole_weight && splits_narrow_panel(count, outputs, par) {
         // As the forward and backward passes split it: half of the whole panels each, and
         // half of the narrow last panel's inputs (its update is element-wise).
         let full = count - 1;

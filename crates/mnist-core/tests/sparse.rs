@@ -979,3 +979,40 @@ fn updates_in_panels_match_gradients_then_step() {
         }
     }
 }
+
+/// A first layer of 15 panels (14 of 32 and a narrow one) on four threads: each half of the
+/// panel split has 7 panels, an odd number, and none of them is the narrow one. Training steps
+/// give the bits of one thread.
+#[test]
+fn fifteen_panels_train_the_same_on_four_threads() {
+    let m = mnist();
+    let (set, labels) = batch(&m, &Preprocessing::SCALE, 0, 64 * 2);
+    let arch =
+        Architecture::uniform(vec![784, 470, 10], Activation::Relu, OutputHead::Softmax).unwrap();
+    let init = LayerInit::new(WeightInit::HeNormal, BiasInit::Zero);
+    let net = Network::new(&arch, &[init], &mut ChaCha8Rng::seed_from_u64(3)).unwrap();
+    let opts = TrainOptions::new(Loss::CrossEntropy);
+    let run = |par: Par| -> Vec<u32> {
+        let mut net = net.clone();
+        let mut ws = net.workspace(64);
+        let mut grads = Gradients::new(net.architecture());
+        let mut opt = Optimizer::new(OptimizerConfig::adam(), &net).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for b in 0..2 {
+            let x = &set[b * 64 * 784..(b + 1) * 64 * 784];
+            let y = &labels[b * 64..(b + 1) * 64];
+            train_step(
+                &mut net, &mut ws, &mut grads, &mut opt, x, y, 64, &opts, 1e-3, &mut rng, par,
+            )
+            .unwrap();
+            assert!(ws.layer_input_was_sparse(0));
+        }
+        net.layers()
+            .iter()
+            .flat_map(|l| l.weight_slice().iter().chain(l.bias()).map(|v| v.to_bits()))
+            .collect()
+    };
+    let one = run(Par::Seq);
+    assert!(one == run(Par::rayon(4)), "four threads");
+    assert!(one == run(Par::rayon(2)), "two threads");
+}
