@@ -1736,7 +1736,8 @@ pub(crate) fn panels_in_first_half(count: usize) -> usize {
 /// Whether a pass split by panels between two threads also splits the last panel: when it is
 /// narrow and the others are even in number (400 outputs: 12 panels of 32 and one of 16).
 /// Each thread then takes [`panels_in_first_half`] of the whole panels and half of the narrow
-/// one's rows (forward) or inputs (backward): the kernels' loads are per term, so a narrow
+/// one's rows (forward) or inputs (backward, and the optimizer's update in panels): the
+/// kernels' loads are per term, so a narrow
 /// panel costs about as much as a whole one, and 6 against 7 panels left one core waiting for
 /// the other in every pass. Values are unchanged (each row and each input is summed alone).
 pub(crate) fn splits_narrow_panel(panels: usize, outputs: usize, par: Par) -> bool {

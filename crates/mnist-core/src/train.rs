@@ -418,10 +418,11 @@ fn dense_weight_gradient<T: Float>(
     column_sums(partials, size, grad, par);
 }
 
-/// `grad = delta^T X`: `[out, rows] x [rows, in]`. Where faer computes each output row the
-/// same way whatever the rows in the call, the rows of `grad` are split between the threads
-/// of `par` (one sequential GEMM each, joined by [`join_raw`]) instead of taking faer's
-/// parallel GEMM, whose threads wait for each other through rayon.
+/// `grad = delta^T X`: `[out, rows] x [rows, in]`. Where faer computes each output the same
+/// way whatever the outputs in the call, and the batch has at least [`MIN_SPLIT_GRAD_BATCH`]
+/// rows, the columns of `grad` are split between the threads of `par` ([`grad_columns`]: one
+/// sequential GEMM each, joined by [`join_raw`]) instead of taking faer's parallel GEMM,
+/// whose threads wait for each other through rayon.
 fn delta_t_x<T: Float>(
     grad: &mut [T],
     delta: &[T],
@@ -1160,8 +1161,6 @@ fn evaluate_rows<T: Float>(
 mod tests {
     use super::*;
 
-    /// The chunked weight gradient is `delta^T X` (against a plain f64 sum) and the same bits
-    /// on any thread count.
     #[test]
     fn large_weight_gradients_split_by_columns_give_one_gemms_bits() {
         // `delta^T X` for layers too large for partial gradients, its columns split between
@@ -1220,6 +1219,8 @@ mod tests {
         }
     }
 
+    /// The chunked weight gradient is `delta^T X` (against a plain f64 sum) and the same bits
+    /// on any thread count.
     #[test]
     fn chunked_weight_gradient_is_delta_t_x_on_any_thread_count() {
         for (batch, out, inp) in [(128usize, 10usize, 30usize), (1000, 10, 300), (200, 3, 7)] {
