@@ -11,7 +11,12 @@ Prints one JSON object on stdout; progress on stderr. float32 throughout, like m
 import argparse, gzip, json, os, struct, sys, time
 from pathlib import Path
 
-import numpy as np
+try:
+    import numpy as np
+    from threadpoolctl import threadpool_info, threadpool_limits
+except ImportError as missing:
+    sys.exit(f"bench/peers.py needs NumPy and threadpoolctl ({missing}); "
+             "install them with `pip install -r bench/requirements.txt`")
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "mnist"
@@ -229,7 +234,6 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
-    from threadpoolctl import threadpool_info, threadpool_limits
     threadpool_limits(args.threads)
     info = [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads")} for d in threadpool_info()]
     log("numpy", np.__version__, "BLAS:", info)
