@@ -68,7 +68,7 @@ fn train_then_eval_then_inspect() {
 }
 
 #[test]
-fn ctrl_c_saves_a_checkpoint_and_resume_finishes_identically() {
+fn ctrl_c_or_sigterm_saves_a_checkpoint_and_the_printed_command_finishes_identically() {
     let dir = tempfile::tempdir().unwrap();
     // Batch size 1 over 10,000 examples: many batch boundaries, a few seconds of work.
     let config = write_config(
@@ -76,53 +76,87 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes_identically() {
         &quick_config("three_layer_relu.json", 10_000, 2),
     );
     let cfg = config.to_str().unwrap();
+    // A seed override, which the printed command must carry.
     let whole = dir.path().join("whole");
-    let out = mnist(&["train", cfg, "--out", whole.to_str().unwrap(), "--quiet"]);
-    assert!(out.status.success(), "{:?}", text(&out));
-
-    let parts = dir.path().join("parts");
-    let child = mnist_command(&["train", cfg, "--out", parts.to_str().unwrap(), "--quiet"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait until training is under way (the config is written first), then Ctrl-C.
-    let started = std::time::Instant::now();
-    while !parts.join("config.json").exists() && started.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = child.wait_with_output().unwrap();
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(130), "{stdout}\n{stderr}");
-    assert!(
-        stderr.contains("--resume"),
-        "says how to continue: {stderr}"
-    );
-    let checkpoint = parts.join("checkpoint.safetensors");
-    assert!(checkpoint.is_file());
-
     let out = mnist(&[
         "train",
         cfg,
         "--out",
-        parts.to_str().unwrap(),
-        "--resume",
-        checkpoint.to_str().unwrap(),
+        whole.to_str().unwrap(),
         "--quiet",
+        "--seed",
+        "5",
     ]);
     assert!(out.status.success(), "{:?}", text(&out));
     let a = mnist_core::load_model::<f32>(whole.join("model.safetensors")).unwrap();
-    let b = mnist_core::load_model::<f32>(parts.join("model.safetensors")).unwrap();
-    assert!(
-        a.network.bit_identical(&b.network),
-        "interrupted + resumed differs from uninterrupted"
-    );
+
+    for signal in ["INT", "TERM"] {
+        let parts = dir.path().join(format!("parts-{signal}"));
+        let child = mnist_command(&[
+            "train",
+            cfg,
+            "--out",
+            parts.to_str().unwrap(),
+            "--quiet",
+            "--seed",
+            "5",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        // Wait until training is under way (the config is written first), then signal.
+        let started = std::time::Instant::now();
+        while !parts.join("config.json").exists() && started.elapsed().as_secs() < 60 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let kill = std::process::Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let out = child.wait_with_output().unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(130),
+            "SIG{signal}: {stdout}\n{stderr}"
+        );
+        let checkpoint = parts.join("checkpoint.safetensors");
+        let saved = std::fs::read(&checkpoint).unwrap();
+
+        // A fresh run into the same directory is refused and leaves the checkpoint as it was.
+        let out = mnist(&["train", cfg, "--out", parts.to_str().unwrap(), "--quiet"]);
+        let (_, refused) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{refused}");
+        assert!(
+            refused.contains("already holds a run")
+                && refused.contains("--overwrite")
+                && refused.contains(checkpoint.to_str().unwrap()),
+            "{refused}"
+        );
+        assert_eq!(std::fs::read(&checkpoint).unwrap(), saved);
+
+        // The command it printed continues the same run (seed included).
+        let command = stderr
+            .lines()
+            .skip_while(|l| !l.contains("continue with:"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("says how to continue: {stderr}"));
+        let words: Vec<&str> = command.split_whitespace().collect();
+        assert_eq!(words.first(), Some(&"mnist"), "{command}");
+        assert!(command.contains("--seed 5"), "{command}");
+        let mut args = words[1..].to_vec();
+        args.push("--quiet");
+        let out = mnist(&args);
+        assert!(out.status.success(), "{:?}", text(&out));
+        let b = mnist_core::load_model::<f32>(parts.join("model.safetensors")).unwrap();
+        assert!(
+            a.network.bit_identical(&b.network),
+            "interrupted (SIG{signal}) + resumed differs from uninterrupted"
+        );
+    }
 }
 
 #[test]

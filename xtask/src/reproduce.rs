@@ -256,6 +256,8 @@ pub fn run(selected: &[&Reference], settings: &Settings) -> anyhow::Result<Vec<O
         let opts = RunOptions {
             threads: settings.threads,
             quiet: settings.quiet,
+            // `results/` holds the last reproduction of each reference; a rerun replaces it.
+            overwrite: true,
             ..RunOptions::new(&dir)
         };
         let summary = match mnist_train::run(&config, &data, &opts)? {

@@ -54,24 +54,27 @@ pub fn train(args: TrainArgs, flags: &DataArgs) -> anyhow::Result<ExitCode> {
         config.seed = seed;
     }
     config.validate(&file)?;
-    let data = mnist_train::prepare(&config, &sources(args.data_dir, flags))?;
+    let data = mnist_train::prepare(&config, &sources(args.data_dir.clone(), flags))?;
     let out = args
         .out
+        .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&config.name));
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = interrupt.clone();
+    // Ctrl-C, and SIGTERM (what `kill`, container runtimes and batch schedulers send).
     ctrlc::set_handler(move || {
         flag.store(true, Ordering::SeqCst);
         eprintln!("\ninterrupted: saving a checkpoint at the next batch boundary...");
     })
-    .context("installing the Ctrl-C handler")?;
+    .context("installing the Ctrl-C and SIGTERM handler")?;
     let threads = threads(args.threads);
     let opts = RunOptions {
         out_dir: out.clone(),
-        resume: args.resume,
+        resume: args.resume.clone(),
         threads,
         quiet: args.quiet,
         interrupt: Some(interrupt),
+        overwrite: args.overwrite,
     };
     match mnist_train::run(&config, &data, &opts)? {
         RunOutcome::Finished(summary) => {
@@ -84,14 +87,36 @@ pub fn train(args: TrainArgs, flags: &DataArgs) -> anyhow::Result<ExitCode> {
             batch,
         } => {
             eprintln!(
-                "stopped in epoch {epoch} after batch {batch}; continue with:\n  mnist train {} --out {} --resume {}",
-                args.config.display(),
-                out.display(),
-                checkpoint.display()
+                "stopped in epoch {epoch} after batch {batch}; continue with:\n  {}",
+                resume_command(&args, &out, &checkpoint)
             );
             Ok(ExitCode::from(130))
         }
     }
+}
+
+/// The command that continues an interrupted run: this one's config and overrides, resuming
+/// from `checkpoint` (a different seed or data would be refused or give another run).
+fn resume_command(args: &TrainArgs, out: &Path, checkpoint: &Path) -> String {
+    let mut cmd = format!(
+        "mnist train {} --out {} --resume {}",
+        args.config.display(),
+        out.display(),
+        checkpoint.display()
+    );
+    if let Some(epochs) = args.epochs {
+        cmd += &format!(" --epochs {epochs}");
+    }
+    if let Some(seed) = args.seed {
+        cmd += &format!(" --seed {seed}");
+    }
+    if let Some(dir) = &args.data_dir {
+        cmd += &format!(" --data-dir {}", dir.display());
+    }
+    if let Some(threads) = args.threads {
+        cmd += &format!(" --threads {threads}");
+    }
+    cmd
 }
 
 fn print_summary(s: &RunSummary, out: &Path) {

@@ -94,6 +94,10 @@ struct TrainArgs {
     /// Continue from this checkpoint (written by an earlier run of the same config).
     #[arg(long, value_name = "CHECKPOINT")]
     resume: Option<PathBuf>,
+    /// Replace the run the output directory already holds (its checkpoint, model and
+    /// metrics are deleted first); without it such a directory is refused.
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// Override the number of epochs.
     #[arg(long, value_name = "N")]
     epochs: Option<usize>,

@@ -60,6 +60,10 @@ pub struct RunState {
     pub best_epoch: Option<usize>,
     pub best_metric: Option<f64>,
     pub epochs_without_improvement: usize,
+    /// The config the run started with (absent in checkpoints written before it was kept): a
+    /// resumed run must use the same one, but for its number of epochs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<serde_json::Value>,
 }
 
 /// A loaded checkpoint.

@@ -17,7 +17,7 @@ pub enum TrainError {
     Core(#[from] mnist_core::CoreError),
 
     #[error(
-        "training diverged at epoch {epoch}, batch {batch}: the loss is {loss}; try a lower learning rate (nothing saved earlier was overwritten)"
+        "training diverged at epoch {epoch}, batch {batch}: the loss is {loss}; try a lower learning rate (the checkpoints of earlier epochs are kept)"
     )]
     Diverged {
         epoch: usize,
@@ -30,6 +30,19 @@ pub enum TrainError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+
+    #[error(
+        "{dir}: already holds a run ({found}{state}); {resume}replace it (--overwrite), or train into another directory (--out)"
+    )]
+    RunExists {
+        dir: PathBuf,
+        /// The run's outputs found there.
+        found: String,
+        /// Where its checkpoint stands, if it has a readable one ("; its checkpoint ...").
+        state: String,
+        /// How to continue it, when it has a checkpoint ("continue it (--resume PATH), ").
+        resume: String,
     },
 
     #[error("{path}: not a usable checkpoint: {reason}")]

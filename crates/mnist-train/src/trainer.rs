@@ -41,21 +41,23 @@ pub mod files {
     pub const ACCURACY_PLOT: &str = "accuracy.png";
 }
 
+/// Every file a run writes in its directory.
+const OUTPUTS: [&str; 9] = [
+    files::CONFIG,
+    files::METRICS_JSON,
+    files::METRICS_CSV,
+    files::MODEL,
+    files::BEST_MODEL,
+    files::CHECKPOINT,
+    files::CONFUSION,
+    files::LOSS_PLOT,
+    files::ACCURACY_PLOT,
+];
+
 /// Removes the temp files a killed run left beside its outputs (atomic writes name them
 /// `.<output>.<random>.tmp`). The run owns its directory, so no other writer is using them;
 /// failures only leave clutter, so they are ignored.
 fn remove_stale_temp_files(dir: &Path) {
-    const OUTPUTS: [&str; 9] = [
-        files::CONFIG,
-        files::METRICS_JSON,
-        files::METRICS_CSV,
-        files::MODEL,
-        files::BEST_MODEL,
-        files::CHECKPOINT,
-        files::CONFUSION,
-        files::LOSS_PLOT,
-        files::ACCURACY_PLOT,
-    ];
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -69,6 +71,96 @@ fn remove_stale_temp_files(dir: &Path) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// The outputs that show a directory already holds a run.
+const RUN_OUTPUTS: [&str; 3] = [files::CHECKPOINT, files::MODEL, files::METRICS_JSON];
+
+/// Makes `dir` ready for a fresh run: refuses it when it holds another run's outputs, unless
+/// `overwrite`, which deletes every output of that run first.
+fn claim_run_dir(dir: &Path, overwrite: bool) -> Result<(), TrainError> {
+    let found: Vec<&str> = RUN_OUTPUTS
+        .into_iter()
+        .filter(|name| dir.join(name).exists())
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    if !overwrite {
+        let checkpoint = dir.join(files::CHECKPOINT);
+        let state = match checkpoint::load(&checkpoint) {
+            Ok(ck) if ck.state.next_batch > 0 => format!(
+                "; its checkpoint of {} stopped in epoch {} after batch {}",
+                ck.state.experiment,
+                ck.state.epoch + 1,
+                ck.state.next_batch
+            ),
+            Ok(ck) => format!(
+                "; its checkpoint of {} stands after epoch {}",
+                ck.state.experiment, ck.state.epoch
+            ),
+            Err(_) => String::new(),
+        };
+        let resume = if found.contains(&files::CHECKPOINT) {
+            format!("continue it (--resume {}), ", checkpoint.display())
+        } else {
+            String::new()
+        };
+        return Err(TrainError::RunExists {
+            dir: dir.to_path_buf(),
+            found: found.join(", "),
+            state,
+            resume,
+        });
+    }
+    for name in OUTPUTS {
+        match std::fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(TrainError::Write {
+                    path: dir.join(name),
+                    source: e,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Where `now` differs from the config a run `started` with (dotted paths), leaving out what
+/// a resumed run may change: its number of epochs, its description and its checkpointing.
+fn resume_differences(started: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        const FREE: [&str; 3] = ["training.epochs", "description", "checkpoint"];
+        if FREE.contains(&path) || a == b {
+            return;
+        }
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let null = serde_json::Value::Null;
+                    let sub = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(
+                        &sub,
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            _ => out.push(format!("`{path}` was {a}, is {b}")),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", started, now, &mut out);
+    out
 }
 
 /// How to run (as opposed to what to run, which is the config).
@@ -85,6 +177,10 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Set (e.g. by a Ctrl-C handler) to stop at the next batch boundary with a checkpoint.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// A fresh run into a directory that already holds a run's outputs (checkpoint, model or
+    /// metrics) deletes them first when set, and is refused when not, so that an unfinished
+    /// run's checkpoint is never replaced by accident and a directory never mixes two runs.
+    pub overwrite: bool,
 }
 
 impl RunOptions {
@@ -95,6 +191,7 @@ impl RunOptions {
             threads: 1,
             quiet: true,
             interrupt: None,
+            overwrite: false,
         }
     }
 }
@@ -202,7 +299,13 @@ fn run_in_pool(
         source,
     })?;
     remove_stale_temp_files(out);
-    checkpoint::write_atomically(&out.join(files::CONFIG), config.to_json().as_bytes())?;
+    if opts.resume.is_none() {
+        claim_run_dir(out, opts.overwrite)?;
+    }
+    let config_json = serde_json::to_value(config).map_err(|e| TrainError::Write {
+        path: out.join(files::CONFIG),
+        source: e.into(),
+    })?;
 
     // Fresh state, or the checkpoint's.
     let (mut net, mut optimizer, mut state) = match &opts.resume {
@@ -220,6 +323,29 @@ fn run_in_pool(
                         config.training.optimizer
                     ),
                 });
+            }
+            if let Some(started_with) = &ck.state.config {
+                let changed = resume_differences(started_with, &config_json);
+                if !changed.is_empty() {
+                    const SHOWN: usize = 6;
+                    let more = match changed.len().saturating_sub(SHOWN) {
+                        0 => String::new(),
+                        n => format!(" and {n} more"),
+                    };
+                    return Err(TrainError::Checkpoint {
+                        path: path.clone(),
+                        reason: format!(
+                            "the run was started with another config ({}{more}); resume with the config it started with (the run directory's {} holds it; only `training.epochs` may change), or start afresh without resuming",
+                            changed
+                                .iter()
+                                .take(SHOWN)
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            files::CONFIG
+                        ),
+                    });
+                }
             }
             tracing::info!(
                 "resuming {} from {} at epoch {}, batch {}",
@@ -253,10 +379,13 @@ fn run_in_pool(
                 best_epoch: None,
                 best_metric: None,
                 epochs_without_improvement: 0,
+                config: Some(config_json.clone()),
             };
             (net, optimizer, state)
         }
     };
+    // Written once the run is known to go ahead: a refused resume leaves the directory as it was.
+    checkpoint::write_atomically(&out.join(files::CONFIG), config.to_json().as_bytes())?;
     let mut best_net: Option<Network<f32>> = match (&config.early_stopping, state.best_epoch) {
         (Some(stop), Some(_)) if stop.restore_best => {
             let path = out.join(files::BEST_MODEL);
@@ -682,4 +811,29 @@ fn describe_epoch(m: &EpochMetrics, epochs: usize) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resume_differences;
+    use serde_json::json;
+
+    #[test]
+    fn resume_differences_name_every_changed_field_but_the_free_ones() {
+        let started = json!({"seed": 1, "description": "a", "checkpoint": {"every_epochs": 1},
+            "training": {"epochs": 3, "learning_rate": 0.1, "batch_size": 128},
+            "data": {"train_limit": null}});
+        let now = json!({"seed": 1, "description": "b", "checkpoint": {"every_epochs": 0},
+            "training": {"epochs": 9, "learning_rate": 0.2, "batch_size": 128},
+            "data": {"train_limit": 5000}, "extra": true});
+        assert_eq!(
+            resume_differences(&started, &now),
+            [
+                "`data.train_limit` was null, is 5000",
+                "`extra` was null, is true",
+                "`training.learning_rate` was 0.1, is 0.2",
+            ]
+        );
+        assert!(resume_differences(&started, &started).is_empty());
+    }
 }

@@ -221,6 +221,7 @@ fn tiny_checkpoint() -> Vec<u8> {
         best_epoch: None,
         best_metric: None,
         epochs_without_improvement: 0,
+        config: None,
     };
     to_bytes(&state, &net, &Optimizer::new(optimizer, &net).unwrap()).unwrap()
 }

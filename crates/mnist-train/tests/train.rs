@@ -256,22 +256,88 @@ fn results_do_not_depend_on_the_thread_count() {
 }
 
 #[test]
-fn divergence_stops_with_epoch_and_batch_and_keeps_earlier_files() {
+fn divergence_stops_with_epoch_and_batch_and_writes_no_results() {
     let mut config = short("three_layer_relu.json", 2000, 2);
     config.training.learning_rate = 1e30;
     let data = mnist_train::prepare_from(&config, mnist()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(files::MODEL), b"earlier model").unwrap();
     let err = mnist_train::run(&config, &data, &RunOptions::new(dir.path())).unwrap_err();
     assert!(
         matches!(err, TrainError::Diverged { epoch: 1, .. }),
         "{err}"
     );
     assert!(err.to_string().contains("lower learning rate"), "{err}");
-    assert_eq!(
-        std::fs::read(dir.path().join(files::MODEL)).unwrap(),
-        b"earlier model"
+    for file in [files::MODEL, files::METRICS_JSON, files::CHECKPOINT] {
+        assert!(!dir.path().join(file).exists(), "{file} written");
+    }
+}
+
+#[test]
+fn a_directory_holding_a_run_is_refused_unless_overwritten() {
+    let config = short("one_hidden_relu.json", 500, 1);
+    let data = mnist_train::prepare_from(&config, mnist()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(files::MODEL), b"earlier model").unwrap();
+    std::fs::write(dir.path().join(files::CONFIG), b"earlier config").unwrap();
+    let err = mnist_train::run(&config, &data, &RunOptions::new(dir.path())).unwrap_err();
+    assert!(matches!(err, TrainError::RunExists { .. }), "{err}");
+    assert!(err.to_string().contains(files::MODEL), "{err}");
+    for (file, was) in [
+        (files::MODEL, "earlier model"),
+        (files::CONFIG, "earlier config"),
+    ] {
+        assert_eq!(
+            std::fs::read(dir.path().join(file)).unwrap(),
+            was.as_bytes()
+        );
+    }
+    // Replacing it deletes the earlier run's outputs: none of them survives beside the new run.
+    std::fs::write(dir.path().join(files::BEST_MODEL), b"earlier best").unwrap();
+    let opts = RunOptions {
+        overwrite: true,
+        ..RunOptions::new(dir.path())
+    };
+    mnist_train::run(&config, &data, &opts).unwrap();
+    assert!(!dir.path().join(files::BEST_MODEL).exists());
+    mnist_core::load_model::<f32>(dir.path().join(files::MODEL)).unwrap();
+}
+
+#[test]
+fn resuming_with_another_config_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = short("one_hidden_relu.json", 500, 1);
+    run(&config, dir.path());
+    let before: Vec<Vec<u8>> = [files::CONFIG, files::CHECKPOINT]
+        .iter()
+        .map(|f| std::fs::read(dir.path().join(f)).unwrap())
+        .collect();
+    let mut changed = config.clone();
+    changed.training.learning_rate *= 2.0;
+    changed.seed += 1;
+    changed.training.epochs = 2; // allowed: a resumed run may train longer
+    let data = mnist_train::prepare_from(&changed, mnist()).unwrap();
+    let err = mnist_train::run(
+        &changed,
+        &data,
+        &RunOptions {
+            resume: Some(dir.path().join(files::CHECKPOINT)),
+            ..RunOptions::new(dir.path())
+        },
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("training.learning_rate") && text.contains("`seed`"),
+        "{text}"
     );
+    assert!(!text.contains("`training.epochs` was"), "{text}");
+    for (file, was) in [files::CONFIG, files::CHECKPOINT].iter().zip(&before) {
+        assert_eq!(
+            &std::fs::read(dir.path().join(file)).unwrap(),
+            was,
+            "{file}"
+        );
+    }
 }
 
 #[test]
