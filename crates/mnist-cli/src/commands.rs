@@ -31,9 +31,15 @@ fn sources(data_dir: Option<PathBuf>, flags: &DataArgs) -> DataSources {
 }
 
 fn threads(requested: Option<usize>) -> usize {
-    requested
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1)
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if let Some(n) = requested.filter(|&n| n > cores) {
+        // Allowed (results do not depend on it), but each pass then waits on descheduled
+        // threads: a short run can take a hundred times longer.
+        tracing::warn!(
+            "--threads {n} is more than the {cores} core(s) here; the extra threads only wait, so this will be slower than --threads {cores}"
+        );
+    }
+    requested.unwrap_or(cores).max(1)
 }
 
 fn par(threads: usize) -> Par {
@@ -285,7 +291,8 @@ pub fn inspect(file: &Path) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let bytes = mnist_core::read_parameter_file(file, mnist_core::MAX_PARAMETER_FILE_BYTES)
+        .with_context(|| format!("{}: cannot read", file.display()))?;
     match safetensors_format(&bytes).as_deref() {
         Some(checkpoint::FORMAT) => {
             let ck = checkpoint::from_bytes(&bytes)

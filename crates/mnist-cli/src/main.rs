@@ -170,7 +170,43 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|err| {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", describe(&err));
         ExitCode::FAILURE
     })
+}
+
+/// The error and its causes, `: `-separated like anyhow's `{:#}`, but leaving out a cause
+/// whose text is already shown: many errors put their source's text in their own message.
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+    use anyhow::Context;
+
+    #[test]
+    fn causes_already_in_the_message_are_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let err = Err::<(), _>(io)
+            .context("x.json: cannot read: no such file")
+            .context("loading the config")
+            .unwrap_err();
+        assert_eq!(
+            describe(&err),
+            "loading the config: x.json: cannot read: no such file"
+        );
+    }
 }

@@ -121,7 +121,8 @@ pub use preprocessing::Preprocessing;
 pub use rows::with_thread_pool;
 pub use schedule::{Decay, Schedule, Unit, Warmup};
 pub use serialize::{
-    SavedModel, from_safetensors_bytes, load_model, save_model, to_safetensors_bytes,
+    MAX_PARAMETER_FILE_BYTES, SavedModel, from_safetensors_bytes, load_model, read_parameter_file,
+    save_model, to_safetensors_bytes,
 };
 pub use sparse::{InputPath, SparseRows};
 pub use train::{

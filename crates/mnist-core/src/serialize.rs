@@ -321,6 +321,43 @@ pub fn save_model<T: Float>(
     })
 }
 
+/// The largest model or checkpoint file read: as much as the parameters and optimizer state
+/// of the largest network a config may ask for (8 GiB).
+pub const MAX_PARAMETER_FILE_BYTES: u64 = 8 << 30;
+
+/// Reads a whole model or checkpoint file. It must be a regular file of at most `limit`
+/// bytes, so that a device (`/dev/zero`), a pipe or a huge file is refused at once instead of
+/// being read into memory.
+pub fn read_parameter_file(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "not a regular file (a directory, device or pipe); pass the file itself",
+        ));
+    }
+    let too_large = |len: u64| {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!(
+                "{len} bytes, more than the {limit} a model or checkpoint can take; is it the right file?"
+            ),
+        )
+    };
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    // Bounded even if the file grows while it is read.
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// Reads a model file (see [`from_safetensors_bytes`]); errors carry the path.
 pub fn load_model<T: Float>(path: impl AsRef<Path>) -> Result<SavedModel<T>, ModelFileError> {
     let path = path.as_ref();
@@ -328,6 +365,7 @@ pub fn load_model<T: Float>(path: impl AsRef<Path>) -> Result<SavedModel<T>, Mod
         path: path.to_path_buf(),
         source,
     };
-    let bytes = std::fs::read(path).map_err(|e| err(ModelIoError::Io(e)))?;
+    let bytes = read_parameter_file(path, MAX_PARAMETER_FILE_BYTES)
+        .map_err(|e| err(ModelIoError::Io(e)))?;
     from_safetensors_bytes(&bytes).map_err(err)
 }

@@ -250,10 +250,11 @@ fn tensor_order(name: &str) -> (u8, usize, u8) {
 
 /// Reads and verifies a checkpoint file.
 pub fn load(path: &Path) -> Result<Checkpoint, TrainError> {
-    let bytes = std::fs::read(path).map_err(|e| TrainError::Checkpoint {
-        path: path.to_path_buf(),
-        reason: format!("cannot read: {e}"),
-    })?;
+    let bytes = mnist_core::read_parameter_file(path, mnist_core::MAX_PARAMETER_FILE_BYTES)
+        .map_err(|e| TrainError::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("cannot read: {e}"),
+        })?;
     from_bytes(&bytes).map_err(|reason| TrainError::Checkpoint {
         path: path.to_path_buf(),
         reason,

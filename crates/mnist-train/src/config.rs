@@ -299,6 +299,27 @@ fn default_eval_batch() -> usize {
     1000
 }
 
+/// The largest config file read (a config is a few kilobytes of JSON).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads a config's text, at most [`MAX_CONFIG_BYTES`] of it: a device such as `/dev/zero`
+/// or a data file given by mistake is refused at that point instead of filling the memory.
+/// Pipes are fine (`mnist train <(jq ... config.json)`).
+fn read_config_text(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("longer than {MAX_CONFIG_BYTES} bytes; is it a config file?"),
+        ));
+    }
+    Ok(text)
+}
+
 /// Why a config was refused. Every message names the file, the field and what was wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -368,7 +389,7 @@ impl ExperimentConfig {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = read_config_text(path).map_err(|source| ConfigError::Read {
             file: file.clone(),
             source,
         })?;
@@ -458,6 +479,22 @@ impl ExperimentConfig {
         };
         if self.name.trim().is_empty() {
             return Err(invalid("name", "must not be empty".into()));
+        }
+        // The name is the default run directory (`runs/<name>`): a path in it would let a
+        // config write anywhere.
+        if self.name.starts_with('.')
+            || self
+                .name
+                .chars()
+                .any(|c| c == '/' || c == '\\' || c.is_control())
+        {
+            return Err(invalid(
+                "name",
+                format!(
+                    "{:?} is not a plain name: it names the run directory, so it must not hold `/`, `\\` or control characters, nor start with `.`",
+                    self.name
+                ),
+            ));
         }
         self.validate_data().map_err(|(f, m)| invalid(&f, m))?;
         self.validate_training().map_err(|(f, m)| invalid(&f, m))?;

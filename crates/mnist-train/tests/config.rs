@@ -238,6 +238,23 @@ fn a_network_too_large_for_memory_is_refused_before_allocating() {
 }
 
 #[test]
+fn a_name_that_is_a_path_is_refused() {
+    for name in ["../escape", "/tmp/abs", "a/b", ".hidden", "tab\tname"] {
+        let err = broken(|v| v["name"] = name.into());
+        assert_mentions(&err, &["name", "plain name"]);
+    }
+}
+
+#[test]
+fn an_endless_or_huge_config_file_is_refused_without_reading_it_all() {
+    let err = ExperimentConfig::load(std::path::Path::new("/dev/zero")).unwrap_err();
+    assert!(
+        err.to_string().contains("/dev/zero") && err.to_string().contains("is it a config file"),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_file_names_the_file() {
     let err = ExperimentConfig::load(std::path::Path::new("/no/such/config.json")).unwrap_err();
     assert!(err.to_string().contains("/no/such/config.json"), "{err}");

@@ -363,3 +363,25 @@ fn a_model_file_is_not_taken_for_a_checkpoint() {
     let err = from_bytes(&model).unwrap_err();
     assert!(err.contains("model file") && err.contains("eval"), "{err}");
 }
+
+#[test]
+fn devices_directories_and_oversized_files_are_refused_without_being_read() {
+    let dir = tempfile::tempdir().unwrap();
+    for path in [Path::new("/dev/zero"), dir.path()] {
+        let err = mnist_train::checkpoint::load(path).unwrap_err().to_string();
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("not a regular file"),
+            "{err}"
+        );
+        let err = mnist_core::load_model::<f32>(path).unwrap_err().to_string();
+        assert!(err.contains("not a regular file"), "{err}");
+    }
+    let big = dir.path().join("big.safetensors");
+    std::fs::write(&big, vec![0u8; 100]).unwrap();
+    let err = mnist_core::read_parameter_file(&big, 99).unwrap_err();
+    assert!(err.to_string().contains("100 bytes"), "{err}");
+    assert_eq!(
+        mnist_core::read_parameter_file(&big, 100).unwrap().len(),
+        100
+    );
+}
