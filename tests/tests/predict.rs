@@ -40,7 +40,12 @@ fn model() -> &'static Path {
         config.training.epochs = 2;
         let started = std::time::Instant::now();
         let data = mnist_train::prepare_from(&config, mnist()).unwrap();
-        let outcome = mnist_train::run(&config, &data, &RunOptions::new(&dir)).unwrap();
+        // The directory outlives test runs: each replaces the model the last one trained.
+        let opts = RunOptions {
+            overwrite: true,
+            ..RunOptions::new(&dir)
+        };
+        let outcome = mnist_train::run(&config, &data, &opts).unwrap();
         eprintln!(
             "trained model in {:.1}s: {}",
             started.elapsed().as_secs_f64(),

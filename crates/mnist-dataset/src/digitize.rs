@@ -9,7 +9,10 @@
 //! 2. **Ink**: a pixel's ink is its brightness above the background. A pixel counts as ink
 //!    for cropping if it exceeds a threshold relative to the strongest ink (and above the
 //!    border's noise level), and has at least one ink neighbour, so isolated specks of noise
-//!    do not stretch the box. Nothing above the noise: [`DigitizeError::Blank`].
+//!    do not stretch the box. Nothing above the noise: [`DigitizeError::Blank`], or
+//!    [`DigitizeError::BusyBackground`] when the border itself is noisy. Ink shaped as no
+//!    MNIST digit is (far wider than tall, or a solid square-ish blob):
+//!    [`DigitizeError::NotADigit`].
 //! 3. **Contrast**: ink is stretched so that the typical stroke is 255 and faint background
 //!    is 0.
 //! 4. **Scale**: the crop is resampled (area averaging when shrinking, bilinear when
@@ -51,6 +54,17 @@ pub const CENTRE: f64 = 14.0;
 /// The smallest difference from the background (on 0..=255) that can count as ink.
 const MIN_CONTRAST: u8 = 40;
 
+/// Border noise (median absolute deviation, on 0..=255) from which an image without ink is
+/// called busy rather than blank.
+const BUSY_NOISE: f64 = 16.0;
+
+/// Ink boxes wider than this many times their height are refused (MNIST's widest: 2.5).
+const MAX_WIDTH_TO_HEIGHT: f64 = 3.0;
+
+/// Square-ish ink boxes (at least half as wide as tall) fuller than this are refused
+/// (MNIST's fullest: 0.855).
+const MAX_SOLID_FILL: f64 = 0.92;
+
 /// Why an image could not be turned into a digit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DigitizeError {
@@ -75,6 +89,15 @@ pub enum DigitizeError {
 
     #[error("the image is blank: no strokes found; draw the digit darker/thicker")]
     Blank,
+
+    #[error(
+        "the background is not plain (its border varies by about {noise} levels of 255), so no \
+         digit stands out; crop the image to one digit on a plain background"
+    )]
+    BusyBackground { noise: u8 },
+
+    #[error("no digit found: {0}; use an image of one handwritten digit")]
+    NotADigit(String),
 }
 
 /// Where the ink was found in the input image (pixel indices, inclusive start, exclusive end).
@@ -159,10 +182,21 @@ pub fn digitize(width: usize, height: usize, pixels: &[u8]) -> Result<Digitized,
     let noise = f64::from(median(&deviations));
     let floor_from_noise = (noise * 4.5 + 8.0).min(255.0);
     let threshold = (f64::from(peak) / 8.0).max(floor_from_noise);
+    // No ink: on a noisy border, say that rather than "blank".
+    let nothing = || {
+        if noise >= BUSY_NOISE {
+            DigitizeError::BusyBackground { noise: noise as u8 }
+        } else {
+            DigitizeError::Blank
+        }
+    };
     if peak < MIN_CONTRAST || f64::from(peak) <= threshold {
-        return Err(DigitizeError::Blank);
+        return Err(nothing());
     }
-    let ink_box = ink_box(width, height, &ink, threshold).ok_or(DigitizeError::Blank)?;
+    let ink_box = ink_box(width, height, &ink, threshold).ok_or_else(nothing)?;
+    if let Some(reason) = unlike_any_digit(&ink, width, ink_box, threshold) {
+        return Err(DigitizeError::NotADigit(reason));
+    }
 
     // 3. Contrast: `floor` and below -> 0, the typical stroke (90th percentile of strong ink)
     //    and above -> 1.
@@ -220,6 +254,34 @@ pub fn digitize(width: usize, height: usize, pixels: &[u8]) -> Result<Digitized,
         ink_box,
         background,
     })
+}
+
+/// Why the ink in `b` has a shape no MNIST digit has, if it does. Among the 60,000 training
+/// digits the ink's box is at most 2.5 times wider than tall, and a box at least half as wide
+/// as tall is at most 86% ink (a bar-shaped "1" may be solid; a square-ish blob never is).
+fn unlike_any_digit(ink: &[u8], width: usize, b: InkBox, threshold: f64) -> Option<String> {
+    let (w, h) = (b.width() as f64, b.height() as f64);
+    if w > MAX_WIDTH_TO_HEIGHT * h {
+        return Some(format!(
+            "the ink is {:.0} times wider than tall, like a line or a word (a digit is at most \
+             about 2.5 times)",
+            w / h
+        ));
+    }
+    let inked: usize = (b.y0..b.y1)
+        .map(|y| {
+            let row = ink.get(y * width + b.x0..y * width + b.x1).unwrap_or(&[]);
+            row.iter().filter(|&&v| f64::from(v) > threshold).count()
+        })
+        .sum();
+    let fill = inked as f64 / (w * h);
+    if b.width() >= 3 && b.height() >= 3 && w >= 0.5 * h && fill > MAX_SOLID_FILL {
+        return Some(format!(
+            "the ink is a solid blob ({:.0}% of its box), not strokes",
+            fill * 100.0
+        ));
+    }
+    None
 }
 
 /// The outer ring of pixels (every pixel of an image 1 or 2 pixels thin).
@@ -537,6 +599,14 @@ mod tests {
             total_diff += diff / IMAGE_PIXELS as f64;
         }
         let mean_diff = total_diff / n as f64;
+        // None of the 10,000 test digits is taken for something else.
+        let refused: Vec<String> = (0..test.len())
+            .filter_map(|i| {
+                let e = digitize(IMAGE_SIDE, IMAGE_SIDE, test.image(i)?).err()?;
+                Some(format!("{i}: {e}"))
+            })
+            .collect();
+        assert!(refused.is_empty(), "refused test digits: {refused:?}");
         eprintln!(
             "worst centroid shift {worst_shift:.2} px, mean abs pixel difference {mean_diff:.2}"
         );
@@ -574,6 +644,38 @@ mod tests {
         assert_eq!(digitize(20, 20, &speck), Err(DigitizeError::Blank));
         let err = digitize(10, 10, &[0; 100]).unwrap_err().to_string();
         assert!(err.contains("blank") && err.contains("darker"), "{err}");
+    }
+
+    #[test]
+    fn shapes_no_digit_has_are_refused_and_bars_are_not() {
+        let canvas = |w: usize, h: usize, x: std::ops::Range<usize>, y: std::ops::Range<usize>| {
+            let mut p = vec![255u8; w * h];
+            for row in y {
+                for col in x.clone() {
+                    p[row * w + col] = 0;
+                }
+            }
+            p
+        };
+        // A filled square, and a dash.
+        let square = canvas(60, 60, 15..45, 15..45);
+        let err = digitize(60, 60, &square).unwrap_err();
+        assert!(err.to_string().contains("solid blob"), "{err}");
+        let dash = canvas(200, 200, 20..180, 95..105);
+        let err = digitize(200, 200, &dash).unwrap_err();
+        assert!(err.to_string().contains("wider than tall"), "{err}");
+        // A solid upright bar is a "1".
+        digitize(60, 60, &canvas(60, 60, 26..34, 10..50)).unwrap();
+        // Uniform noise has no plain background: said so, not "blank".
+        let mut state = 7u32;
+        let noise: Vec<u8> = (0..64 * 64)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            })
+            .collect();
+        let err = digitize(64, 64, &noise).unwrap_err();
+        assert!(matches!(err, DigitizeError::BusyBackground { .. }), "{err}");
     }
 
     #[test]
@@ -640,6 +742,9 @@ mod tests {
                     let (ibw, ibh) = bbox(&d.pixels);
                     prop_assert!(ibw <= FIT_SIDE && ibh <= FIT_SIDE);
                 }
+                // A solid block at least half as wide as tall, or 3 times wider than tall,
+                // is not a digit.
+                Err(DigitizeError::NotADigit(_)) => {}
                 Err(e) => prop_assert_eq!(e, DigitizeError::Blank),
             }
         }
