@@ -257,6 +257,16 @@ fn safetensors_format(bytes: &[u8]) -> Option<String> {
     )
 }
 
+/// A config value as the config file spells it (`"each_epoch"` -> `each_epoch`, objects as
+/// compact JSON), rather than as Rust's debug form.
+fn plain<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".to_string(),
+    }
+}
+
 pub fn inspect(file: &Path) -> anyhow::Result<()> {
     if file.extension().is_some_and(|e| e == "json") {
         let c = ExperimentConfig::load(file)?;
@@ -268,26 +278,31 @@ pub fn inspect(file: &Path) -> anyhow::Result<()> {
         }
         println!("layers        {:?}", arch.sizes);
         println!(
-            "activations   {:?} -> {:?}",
-            arch.hidden_activations, arch.output
+            "activations   {} -> {}",
+            plain(&arch.hidden_activations),
+            plain(&arch.output)
         );
         println!("parameters    {}", arch.num_params());
         println!(
-            "data          {:?}, {:?}",
-            c.data.split, c.data.normalization
+            "data          split {}, normalization {}",
+            plain(&c.data.split),
+            plain(&c.data.normalization)
         );
         println!("train size    {}", c.train_size());
         println!(
-            "training      {:?} with {:?}, lr {}, {:?}, l2 {}",
-            c.training.loss,
-            c.training.optimizer,
+            "training      loss {}, optimizer {}, lr {}, decay {}, l2 {}",
+            plain(&c.training.loss),
+            plain(&c.training.optimizer),
             c.training.learning_rate,
-            c.training.schedule.decay,
+            plain(&c.training.schedule.decay),
             c.training.l2
         );
         println!(
-            "              batch {:?}, shuffle {:?}, {} epochs, seed {}",
-            c.training.batch_size, c.training.shuffle, c.training.epochs, c.seed
+            "              batch {}, shuffle {}, {} epochs, seed {}",
+            plain(&c.training.batch_size),
+            plain(&c.training.shuffle),
+            c.training.epochs,
+            c.seed
         );
         return Ok(());
     }
@@ -314,7 +329,7 @@ pub fn inspect(file: &Path) -> anyhow::Result<()> {
                     s.global_step
                 );
             }
-            println!("optimizer     {:?}", s.optimizer);
+            println!("optimizer     {}", plain(&s.optimizer));
             if let Some(m) = s.history.last() {
                 println!(
                     "last epoch    {}: batch loss {:.4}{}",
@@ -333,8 +348,9 @@ pub fn inspect(file: &Path) -> anyhow::Result<()> {
             println!("model (valid): {}", file.display());
             println!("layers        {:?}", arch.sizes);
             println!(
-                "activations   {:?} -> {:?}",
-                arch.hidden_activations, arch.output
+                "activations   {} -> {}",
+                plain(&arch.hidden_activations),
+                plain(&arch.output)
             );
             println!("parameters    {}", arch.num_params());
             let p = saved.preprocessing;

@@ -99,7 +99,7 @@ struct TrainArgs {
     #[arg(long, conflicts_with = "resume")]
     overwrite: bool,
     /// Override the number of epochs.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     epochs: Option<usize>,
     /// Override the seed.
     #[arg(long, value_name = "N")]
@@ -108,7 +108,7 @@ struct TrainArgs {
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Threads for the matrix products [default: all cores]. Results do not depend on it.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     threads: Option<usize>,
     /// No progress bar or per-epoch lines; only the final summary.
     #[arg(long, short)]
@@ -132,7 +132,7 @@ struct EvalArgs {
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Threads for the matrix products [default: all cores].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = at_least_one)]
     threads: Option<usize>,
 }
 
@@ -173,6 +173,16 @@ fn main() -> ExitCode {
         eprintln!("error: {}", describe(&err));
         ExitCode::FAILURE
     })
+}
+
+/// A count given on the command line: a whole number, at least 1 (0 is a usage error, not a
+/// config error).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The error and its causes, `: `-separated like anyhow's `{:#}`, but leaving out a cause

@@ -178,7 +178,10 @@ pub struct TrainingConfig {
 
 /// Examples per step: a number, or `"full"` for the whole training split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a number of examples per step (e.g. 128) or \"full\" for the whole training split"
+)]
 pub enum BatchSize {
     Examples(usize),
     Full(FullBatch),
