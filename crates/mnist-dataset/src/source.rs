@@ -283,6 +283,11 @@ impl DataSources {
         };
         let mut report = Vec::new();
         for file in MnistFile::ALL {
+            // Already there and verified, plain or gzipped (as `--data-dir` reads it): kept.
+            if read_verified_from_dir(dir, file, self.max_bytes).is_ok() {
+                report.push((file, Origin::Cache(dir.to_path_buf())));
+                continue;
+            }
             let fetched = sources.fetch(file)?;
             if !matches!(fetched.origin, Origin::Cache(_)) {
                 write_atomically(dir, file.file_name(), &fetched.bytes)?;

@@ -109,6 +109,31 @@ fn download_to_makes_a_complete_verified_directory() {
 }
 
 #[test]
+fn download_to_keeps_verified_gzipped_files_and_replaces_a_corrupt_one() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in MnistFile::ALL {
+        let name = format!("{}.gz", file.file_name());
+        std::fs::copy(real_dir().join(&name), dir.path().join(&name)).unwrap();
+    }
+    let labels = dir.path().join(format!("{}.gz", MnistFile::TestLabels.file_name()));
+    std::fs::write(&labels, b"not gzip").unwrap();
+    let sources = mirrors_only(vec![Mirror::Directory(real_dir())], None);
+    let report = sources.download_to(dir.path()).unwrap();
+    for (file, origin) in &report {
+        let kept = matches!(origin, Origin::Cache(_));
+        assert_eq!(kept, *file != MnistFile::TestLabels, "{file:?}: {origin}");
+    }
+    // Only the corrupt file got a verified plain copy beside it, which reads take first.
+    let plain: Vec<_> = MnistFile::ALL
+        .iter()
+        .filter(|f| dir.path().join(f.file_name()).exists())
+        .collect();
+    assert_eq!(plain, [&MnistFile::TestLabels]);
+    let loaded = Mnist::load(&DataSources::directory_only(dir.path())).unwrap();
+    assert_eq!(loaded.test.class_counts(), TEST_CLASS_COUNTS);
+}
+
+#[test]
 fn reference_split_and_standardization_on_real_data() {
     let mnist = Mnist::load(&bundled_only()).unwrap();
     let (dev, train) = split::shuffled_split(mnist.train.len(), 10_000, 100).unwrap();
