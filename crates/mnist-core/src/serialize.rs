@@ -91,7 +91,41 @@ pub fn to_safetensors_bytes<T: Float>(
             .map_err(|e| ModelIoError::Corrupt(e.to_string()))?;
         views.push((name.as_str(), view));
     }
-    safetensors::serialize(views, Some(metadata)).map_err(|e| ModelIoError::Corrupt(e.to_string()))
+    safetensors::serialize(views, Some(metadata))
+        .map(with_sorted_header)
+        .map_err(|e| ModelIoError::Corrupt(e.to_string()))
+}
+
+/// The same safetensors bytes with the header's keys in sorted order. `safetensors` writes the
+/// metadata from a `HashMap`, whose order changes from one call to the next; sorted, the same
+/// parameters always give the same file, so files can be compared by their SHA-256. Bytes
+/// whose header does not parse are returned as they are (the reader will refuse them).
+pub fn with_sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    let Some(end) = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .and_then(|b| usize::try_from(u64::from_le_bytes(b)).ok())
+        .and_then(|len| len.checked_add(8))
+    else {
+        return bytes;
+    };
+    // serde_json's objects are sorted maps (its `preserve_order` feature is off).
+    let Some(mut header) = bytes
+        .get(8..end)
+        .and_then(|h| serde_json::from_slice::<serde_json::Value>(h).ok())
+        .and_then(|v| serde_json::to_vec(&v).ok())
+    else {
+        return bytes;
+    };
+    // Padded with spaces to a multiple of 8 bytes, as safetensors does, to keep the tensor data
+    // aligned.
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let data = bytes.get(end..).unwrap_or(&[]);
+    let mut out = Vec::with_capacity(8 + header.len() + data.len());
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(data);
+    out
 }
 
 /// Hex SHA-256 of the metadata JSON and the tensors' bytes, in layer order.

@@ -168,6 +168,22 @@ fn path_level_save_is_atomic_and_errors_name_the_path() {
 }
 
 #[test]
+fn the_same_parameters_always_give_the_same_bytes() {
+    let (a, p) = (arch(), prep());
+    let n = net::<f32>(&a, 3);
+    let first = mnist_core::to_safetensors_bytes(&n, &p).unwrap();
+    // The metadata comes from a HashMap, whose order varies between instances: sorted, it
+    // cannot.
+    for _ in 0..20 {
+        assert_eq!(mnist_core::to_safetensors_bytes(&n, &p).unwrap(), first);
+    }
+    let header_len = u64::from_le_bytes(first[..8].try_into().unwrap());
+    assert_eq!(header_len % 8, 0, "tensor data stays 8-byte aligned");
+    let loaded = mnist_core::from_safetensors_bytes::<f32>(&first).unwrap();
+    assert!(loaded.network.bit_identical(&n));
+}
+
+#[test]
 fn truncated_files() {
     let bytes = to_safetensors_bytes(&net::<f32>(&arch(), 3), &prep()).unwrap();
     for cut in [0, 4, 7, 8, 20, bytes.len() / 2, bytes.len() - 1] {

@@ -115,7 +115,9 @@ fn download_to_keeps_verified_gzipped_files_and_replaces_a_corrupt_one() {
         let name = format!("{}.gz", file.file_name());
         std::fs::copy(real_dir().join(&name), dir.path().join(&name)).unwrap();
     }
-    let labels = dir.path().join(format!("{}.gz", MnistFile::TestLabels.file_name()));
+    let labels = dir
+        .path()
+        .join(format!("{}.gz", MnistFile::TestLabels.file_name()));
     std::fs::write(&labels, b"not gzip").unwrap();
     let sources = mirrors_only(vec![Mirror::Directory(real_dir())], None);
     let report = sources.download_to(dir.path()).unwrap();

@@ -132,7 +132,9 @@ pub fn to_bytes(
                 .map_err(|e| e.to_string())
         })
         .collect::<Result<Vec<_>, _>>()?;
-    safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+    safetensors::serialize(views, Some(metadata))
+        .map(mnist_core::with_sorted_header)
+        .map_err(|e| e.to_string())
 }
 
 /// Parses and verifies checkpoint bytes; `reason` strings name what was wrong.

@@ -49,11 +49,21 @@ pub fn prepare_from(config: &ExperimentConfig, mnist: &Mnist) -> Result<Prepared
                 (train, validation)
             }
         };
+    // A limit above what the split holds changes nothing; say so, since it was meant to.
+    let limit_to = |what: &str, ix: &mut Vec<usize>, limit: usize| {
+        if limit > ix.len() {
+            tracing::warn!(
+                "data.{what}_limit is {limit}, but the split has only {} examples: all are used",
+                ix.len()
+            );
+        }
+        ix.truncate(limit);
+    };
     if let Some(limit) = config.data.train_limit {
-        train_ix.truncate(limit);
+        limit_to("train", &mut train_ix, limit);
     }
     if let (Some(v), Some(limit)) = (validation_ix.as_mut(), config.data.validation_limit) {
-        v.truncate(limit);
+        limit_to("validation", v, limit);
     }
     let preprocessing = Preprocessing::fit(
         config.data.normalization.into(),
