@@ -381,7 +381,6 @@ pub fn augment_preview(
             config_path.display()
         );
     };
-    let (count, variants) = (count.clamp(1, 64), variants.clamp(1, 16));
     let images = load_split(&sources(None, flags), Split::Train)?;
     let mut augmenter = Augmenter::new(aug)?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -422,9 +421,14 @@ pub fn augment_preview(
     mnist_dataset::atomic::write_file_atomically(out, png.get_ref())
         .with_context(|| format!("{}: cannot write", out.display()))?;
     println!(
-        "{}: {count} digits, each followed by {variants} augmented versions ({:?})",
+        "{}: {count} digits, each followed by {variants} augmented versions (translate {} px, rotate {} degrees, scale {}{})",
         out.display(),
-        aug
+        aug.translate,
+        aug.rotate_degrees,
+        aug.scale,
+        aug.elastic
+            .map(|e| format!(", elastic alpha {} sigma {}", e.alpha, e.sigma))
+            .unwrap_or_default()
     );
     Ok(())
 }

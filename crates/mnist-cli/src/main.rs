@@ -70,12 +70,12 @@ enum Command {
         /// The PNG to write.
         #[arg(long, default_value = "augmented.png")]
         out: PathBuf,
-        /// How many digits (one row each: the original, then `--variants` distortions).
-        #[arg(long, default_value_t = 8)]
-        count: usize,
-        /// Distorted versions per digit.
-        #[arg(long, default_value_t = 7)]
-        variants: usize,
+        /// How many digits, 1-64 (one row each: the original, then `--variants` distortions).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+        count: u16,
+        /// Distorted versions per digit, 1-16.
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u16).range(1..=16))]
+        variants: u16,
     },
     /// Show what a config, model or checkpoint file contains, after validating it.
     Inspect {
@@ -166,8 +166,14 @@ fn main() -> ExitCode {
             out,
             count,
             variants,
-        } => commands::augment_preview(&config, &out, count, variants, &cli.data)
-            .map(|()| ExitCode::SUCCESS),
+        } => commands::augment_preview(
+            &config,
+            &out,
+            usize::from(count),
+            usize::from(variants),
+            &cli.data,
+        )
+        .map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|err| {
         eprintln!("error: {}", describe(&err));
