@@ -69,8 +69,15 @@ pub fn train(args: TrainArgs, flags: &DataArgs) -> anyhow::Result<ExitCode> {
     let flag = interrupt.clone();
     // Ctrl-C, and SIGTERM (what `kill`, container runtimes and batch schedulers send).
     ctrlc::set_handler(move || {
-        flag.store(true, Ordering::SeqCst);
-        eprintln!("\ninterrupted: saving a checkpoint at the next batch boundary...");
+        if flag.swap(true, Ordering::SeqCst) {
+            // A second Ctrl-C: the user will not wait. Checkpoints are written atomically, so
+            // the last whole one stays usable.
+            eprintln!("\ninterrupted again: stopping now; the last saved checkpoint is kept");
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\ninterrupted: saving a checkpoint at the next batch boundary (again to stop at once)..."
+        );
     })
     .context("installing the Ctrl-C and SIGTERM handler")?;
     let threads = threads(args.threads);

@@ -46,8 +46,10 @@ enum Command {
     /// Train a network described by a JSON experiment config.
     ///
     /// Writes config.json, metrics.json, metrics.csv, model.safetensors, confusion.csv,
-    /// loss.png, accuracy.png and checkpoint.safetensors to the output directory. Ctrl-C
-    /// saves a checkpoint at the next batch and exits; --resume continues it exactly.
+    /// loss.png, accuracy.png and (unless the config's checkpoint.every_epochs is 0)
+    /// checkpoint.safetensors to the output directory, which must not hold another run
+    /// (see --overwrite). Ctrl-C or SIGTERM saves a checkpoint at the next batch and exits;
+    /// --resume continues it exactly.
     Train(TrainArgs),
     /// Evaluate a saved model on the test or training set: accuracy, loss, confusion matrix.
     Eval(EvalArgs),
