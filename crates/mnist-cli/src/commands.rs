@@ -253,9 +253,7 @@ pub fn download(data_dir: Option<PathBuf>, flags: &DataArgs) -> anyhow::Result<(
 
 /// The `format` entry of a safetensors file's metadata, if it has one.
 fn safetensors_format(bytes: &[u8]) -> Option<String> {
-    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
-    let header = bytes.get(8..8usize.checked_add(usize::try_from(len).ok()?)?)?;
-    let json: serde_json::Value = serde_json::from_slice(header).ok()?;
+    let (json, _) = mnist_core::safetensors_header(bytes)?;
     Some(
         json.get("__metadata__")?
             .get("format")?

@@ -122,7 +122,7 @@ pub use rows::with_thread_pool;
 pub use schedule::{Decay, Schedule, Unit, Warmup};
 pub use serialize::{
     MAX_PARAMETER_FILE_BYTES, SavedModel, from_safetensors_bytes, load_model, read_parameter_file,
-    save_model, to_safetensors_bytes, with_sorted_header,
+    safetensors_header, save_model, to_safetensors_bytes, with_sorted_header,
 };
 pub use sparse::{InputPath, SparseRows};
 pub use train::{

@@ -96,24 +96,23 @@ pub fn to_safetensors_bytes<T: Float>(
         .map_err(|e| ModelIoError::Corrupt(e.to_string()))
 }
 
+/// A safetensors file's JSON header (tensor entries and `__metadata__`) and the offset where
+/// its tensor data starts, if the first 8 bytes announce a header that is there and parses.
+pub fn safetensors_header(bytes: &[u8]) -> Option<(serde_json::Value, usize)> {
+    let len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let end = len.checked_add(8)?;
+    let header = serde_json::from_slice(bytes.get(8..end)?).ok()?;
+    Some((header, end))
+}
+
 /// The same safetensors bytes with the header's keys in sorted order. `safetensors` writes the
 /// metadata from a `HashMap`, whose order changes from one call to the next; sorted, the same
 /// parameters always give the same file, so files can be compared by their SHA-256. Bytes
 /// whose header does not parse are returned as they are (the reader will refuse them).
 pub fn with_sorted_header(bytes: Vec<u8>) -> Vec<u8> {
-    let Some(end) = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .and_then(|b| usize::try_from(u64::from_le_bytes(b)).ok())
-        .and_then(|len| len.checked_add(8))
-    else {
-        return bytes;
-    };
     // serde_json's objects are sorted maps (its `preserve_order` feature is off).
-    let Some(mut header) = bytes
-        .get(8..end)
-        .and_then(|h| serde_json::from_slice::<serde_json::Value>(h).ok())
-        .and_then(|v| serde_json::to_vec(&v).ok())
+    let Some((mut header, end)) =
+        safetensors_header(&bytes).and_then(|(h, end)| Some((serde_json::to_vec(&h).ok()?, end)))
     else {
         return bytes;
     };
